@@ -1,0 +1,3 @@
+export { BatchPolicy, type BatchPolicyOptions } from './policy.js';
+export { BatchDriver, type BatchDriverOptions } from './driver.js';
+export { systemClock, type Clock } from './clock.js';

@@ -1,0 +1,198 @@
+import { z } from 'zod';
+
+/**
+ * The one configuration object. Every key has a default except the broker list, so a worker
+ * starts from a file of a few lines or from environment variables alone (docker-compose).
+ * Descriptions feed config/README.md (scripts/config-docs.ts) and error messages.
+ */
+
+const hostPort = z
+  .string()
+  .regex(/^[^\s:,]+:\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:9092')
+  .describe('host:port');
+
+const topicName = z
+  .string()
+  .regex(/^[a-zA-Z0-9._-]{1,249}$/, 'expected a Kafka topic name: letters, digits, ".", "_", "-"')
+  .describe('topic name');
+
+export const backendPreferences = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+
+export const configSchema = z
+  .object({
+    kafka: z
+      .object({
+        brokers: z
+          .array(hostPort)
+          .default([])
+          .describe(
+            'Bootstrap brokers (comma-separated in the environment). Required by `streamscore run`; the demo starts a local broker when empty.',
+          ),
+        clientId: z.string().min(1).default('streamscore').describe('Kafka client id.'),
+        groupId: z
+          .string()
+          .min(1)
+          .default('streamscore')
+          .describe('Consumer group: workers with the same group share the request partitions.'),
+        connectionTimeoutMs: z
+          .number()
+          .int()
+          .min(100)
+          .default(3000)
+          .describe('Time to wait for a broker connection.'),
+        requestTimeoutMs: z
+          .number()
+          .int()
+          .min(100)
+          .default(30000)
+          .describe('Time to wait for a broker response.'),
+        sessionTimeoutMs: z
+          .number()
+          .int()
+          .min(6000)
+          .default(30000)
+          .describe('Group session timeout: a worker silent this long is removed from the group.'),
+        fetchMaxWaitMs: z
+          .number()
+          .int()
+          .min(10)
+          .max(30000)
+          .default(500)
+          .describe(
+            'Longest time a fetch waits on the broker when there is nothing to read; also bounds how long stopping waits for that fetch.',
+          ),
+        compression: z
+          .enum(['none', 'gzip'])
+          .default('none')
+          .describe('Compression of produced results and dead letters.'),
+        fromBeginning: z
+          .boolean()
+          .default(true)
+          .describe('Where a new group starts on a partition without a committed offset.'),
+      })
+      .strict()
+      .prefault({}),
+    topics: z
+      .object({
+        requests: z
+          .array(topicName)
+          .min(1)
+          .default(['streamscore.requests'])
+          .describe('Request topics to consume (comma-separated in the environment).'),
+        results: topicName.default('streamscore.results').describe('Topic for predictions.'),
+        deadLetter: topicName
+          .default('streamscore.dead-letter')
+          .describe('Topic for records that could not be answered, with the reason in headers.'),
+      })
+      .strict()
+      .prefault({}),
+    model: z
+      .object({
+        repository: z
+          .string()
+          .min(1)
+          .default('models')
+          .describe(
+            'Model repository folder: <repository>/<name>/<version>/ (relative to the working directory).',
+          ),
+        name: z.string().min(1).default('digits').describe('Model served by default.'),
+        version: z
+          .string()
+          .regex(/^(latest|\d+)$/, 'expected "latest" or a version number')
+          .default('latest')
+          .describe('"latest" (highest numeric version) or a pinned version.'),
+        backend: z
+          .enum(backendPreferences)
+          .default('auto')
+          .describe(
+            'TensorFlow.js backend. auto tries tensorflow-gpu (CUDA), tensorflow (native CPU), wasm, cpu, in that order.',
+          ),
+      })
+      .strict()
+      .prefault({}),
+    batching: z
+      .object({
+        maxBatchSize: z
+          .number()
+          .int()
+          .min(1)
+          .max(4096)
+          .default(32)
+          .describe('Largest number of requests in one model call.'),
+        maxDelayMs: z
+          .number()
+          .min(0)
+          .max(60000)
+          .default(5)
+          .describe('Longest time the oldest waiting request waits for a batch to fill.'),
+        maxQueued: z
+          .number()
+          .int()
+          .min(1)
+          .default(2048)
+          .describe(
+            'Requests accepted but not yet answered; fetching waits while this many are in flight.',
+          ),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        maxPayloadBytes: z
+          .number()
+          .int()
+          .min(64)
+          .default(1_048_576)
+          .describe(
+            'Larger request records are dead-lettered as PAYLOAD_TOO_LARGE without decoding.',
+          ),
+      })
+      .strict()
+      .prefault({}),
+    output: z
+      .object({
+        floatEncoding: z
+          .enum(['array', 'bytes'])
+          .default('array')
+          .describe('How result tensors are written: array<float> or little-endian float32 bytes.'),
+      })
+      .strict()
+      .prefault({}),
+    commit: z
+      .object({
+        intervalMs: z
+          .number()
+          .int()
+          .min(0)
+          .default(500)
+          .describe(
+            'How often acknowledged offsets are committed (0: after every acknowledged send).',
+          ),
+      })
+      .strict()
+      .prefault({}),
+    shutdown: z
+      .object({
+        drainTimeoutMs: z
+          .number()
+          .int()
+          .min(0)
+          .default(15000)
+          .describe('On SIGTERM/SIGINT, time allowed to answer in-flight requests before exiting.'),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .default('info')
+          .describe('pino log level.'),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type StreamscoreConfig = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;

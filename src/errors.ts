@@ -1,0 +1,80 @@
+/**
+ * Every error streamscore raises on purpose carries a stable `code` so callers, dead-letter
+ * headers and metrics can branch on it without reading message text.
+ */
+export type ErrorCode =
+  // configuration, raised at start
+  | 'CONFIG_INVALID'
+  | 'CONFIG_FILE_UNREADABLE'
+  // per-record input problems: the record can never be processed, it goes to the dead-letter topic
+  | 'DECODE_FAILED'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'EMPTY_PAYLOAD'
+  | 'UNKNOWN_INPUT'
+  | 'MISSING_INPUT'
+  | 'WRONG_SHAPE'
+  | 'NON_FINITE'
+  | 'UNKNOWN_MODEL'
+  // per-record processing failures
+  | 'MODEL_FAILED'
+  | 'ENCODE_FAILED'
+  // model loading
+  | 'MODEL_NOT_FOUND'
+  | 'MODEL_INVALID'
+  | 'CHECKSUM_MISMATCH'
+  | 'BACKEND_UNAVAILABLE'
+  // infrastructure
+  | 'KAFKA_UNAVAILABLE'
+  | 'TOPIC_MISSING'
+  | 'KAFKA_SEND_FAILED'
+  | 'LOCAL_BROKER_FAILED';
+
+/** Dead-letter category: operators act differently on bad input than on failures of ours. */
+export type ErrorCategory = 'unprocessable' | 'failed';
+
+export interface StreamscoreErrorOptions {
+  retriable?: boolean;
+  cause?: unknown;
+  /** Structured details (key path, file, expected shape...) for logs and dead-letter headers. */
+  details?: Record<string, unknown>;
+}
+
+export class StreamscoreError extends Error {
+  readonly code: ErrorCode;
+  readonly retriable: boolean;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: StreamscoreErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'StreamscoreError';
+    this.code = code;
+    this.retriable = options.retriable ?? false;
+    this.details = options.details ?? {};
+  }
+}
+
+const UNPROCESSABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'DECODE_FAILED',
+  'PAYLOAD_TOO_LARGE',
+  'EMPTY_PAYLOAD',
+  'UNKNOWN_INPUT',
+  'MISSING_INPUT',
+  'WRONG_SHAPE',
+  'NON_FINITE',
+  'UNKNOWN_MODEL',
+]);
+
+export function categoryOf(code: ErrorCode): ErrorCategory {
+  return UNPROCESSABLE.has(code) ? 'unprocessable' : 'failed';
+}
+
+export function isStreamscoreError(err: unknown): err is StreamscoreError {
+  return err instanceof StreamscoreError;
+}
+
+/** Wrap anything thrown by a dependency so it carries a code; keeps the original as `cause`. */
+export function asStreamscoreError(err: unknown, fallback: ErrorCode): StreamscoreError {
+  if (err instanceof StreamscoreError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new StreamscoreError(fallback, message, { cause: err });
+}

@@ -1,0 +1,267 @@
+import {
+  CompressionTypes,
+  Kafka,
+  logLevel as KafkaLogLevel,
+  Partitioners,
+  type Consumer,
+  type IHeaders,
+  type KafkaMessage,
+  type LogEntry,
+  type Producer,
+} from 'kafkajs';
+import type { StreamscoreConfig } from '../config/schema.js';
+import { StreamscoreError } from '../errors.js';
+import type { Logger } from '../telemetry/logger.js';
+import type {
+  InboundRecord,
+  OutboundRecord,
+  RecordHeaders,
+  RecordSink,
+  RecordSource,
+  SourceHandlers,
+  TopicPartition,
+  TopicPartitionOffset,
+} from './types.js';
+
+/** kafkajs's chatty INFO lines (joins, starts) go to debug; warnings and errors stay. */
+function logCreator(log: Logger) {
+  const child = log.child({ component: 'kafkajs' });
+  return () =>
+    ({ level, log: entry }: LogEntry) => {
+      const { message, ...fields } = entry;
+      // "Response X" errors are protocol replies kafkajs retries itself (coordinator loading,
+      // leader moved): worth seeing, not alarming. Failures that matter surface as thrown errors.
+      const retried = message.startsWith('Response ');
+      if (level <= KafkaLogLevel.ERROR && !retried) child.error(fields, message);
+      else if (level <= KafkaLogLevel.WARN) child.warn(fields, message);
+      else child.debug(fields, message);
+    };
+}
+
+export function createKafka(config: StreamscoreConfig['kafka'], log: Logger): Kafka {
+  return new Kafka({
+    clientId: config.clientId,
+    brokers: config.brokers,
+    connectionTimeout: config.connectionTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    logLevel: KafkaLogLevel.INFO,
+    logCreator: logCreator(log),
+  });
+}
+
+function toHeaders(headers: IHeaders | undefined): RecordHeaders {
+  const out: RecordHeaders = {};
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    // A repeated header arrives as an array; the last one wins, as in most clients' lastHeader().
+    const last = Array.isArray(value) ? value[value.length - 1] : value;
+    if (last !== undefined) out[name] = Buffer.isBuffer(last) ? last : Buffer.from(last);
+  }
+  return out;
+}
+
+function toRecord(topic: string, partition: number, message: KafkaMessage): InboundRecord {
+  return {
+    topic,
+    partition,
+    offset: message.offset,
+    key: message.key,
+    value: message.value,
+    headers: toHeaders(message.headers),
+    timestamp: Number(message.timestamp),
+  };
+}
+
+export interface KafkajsSourceOptions {
+  groupId: string;
+  topics: string[];
+  fromBeginning: boolean;
+  sessionTimeoutMs: number;
+  fetchMaxWaitMs: number;
+  log: Logger;
+}
+
+/**
+ * Consumer group source. kafkajs advances its fetch position when eachBatch returns
+ * (eachBatchAutoResolve), but never commits on its own (autoCommit: false): the worker commits
+ * what the broker has acknowledged through commit().
+ */
+export class KafkajsSource implements RecordSource {
+  private readonly consumer: Consumer;
+  private readonly log: Logger;
+  private assignment: TopicPartition[] = [];
+  private stopped: Promise<void> | null = null;
+
+  constructor(
+    kafka: Kafka,
+    private readonly options: KafkajsSourceOptions,
+  ) {
+    this.log = options.log.child({ component: 'source' });
+    this.consumer = kafka.consumer({
+      groupId: options.groupId,
+      sessionTimeout: options.sessionTimeoutMs,
+      heartbeatInterval: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
+      allowAutoTopicCreation: false,
+      maxWaitTimeInMs: options.fetchMaxWaitMs,
+    });
+  }
+
+  async run(handlers: SourceHandlers): Promise<void> {
+    const { consumer } = this;
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+      this.assignment = Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) =>
+        partitions.map((partition) => ({ topic, partition })),
+      );
+      handlers.onAssignment?.(this.assignment);
+    });
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      if (!payload.restart) handlers.onFatal?.(payload.error);
+    });
+    try {
+      await consumer.connect();
+      await consumer.subscribe({
+        topics: this.options.topics,
+        fromBeginning: this.options.fromBeginning,
+      });
+    } catch (err) {
+      throw new StreamscoreError(
+        'KAFKA_UNAVAILABLE',
+        `cannot join consumer group ${this.options.groupId}: ${(err as Error).message}`,
+        { cause: err, retriable: true },
+      );
+    }
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: true,
+      eachBatch: async ({ batch, heartbeat, isRunning, isStale }) => {
+        if (batch.messages.length === 0) return;
+        const records = batch.messages.map((m) => toRecord(batch.topic, batch.partition, m));
+        await handlers.onRecords(records, { heartbeat, isStale: () => isStale() || !isRunning() });
+      },
+    });
+  }
+
+  pause(): void {
+    const topics = [...new Set(this.options.topics)];
+    this.consumer.pause(topics.map((topic) => ({ topic })));
+  }
+
+  async commit(offsets: TopicPartitionOffset[]): Promise<void> {
+    await this.consumer.commitOffsets(offsets);
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= this.consumer.disconnect().catch((err: unknown) => {
+      this.log.warn({ err }, 'consumer did not disconnect cleanly');
+    });
+    return this.stopped;
+  }
+}
+
+export interface KafkajsSinkOptions {
+  compression: 'none' | 'gzip';
+  log: Logger;
+}
+
+/** Idempotent producer, acks=all: send() resolves only once every record is acknowledged. */
+export class KafkajsSink implements RecordSink {
+  private readonly producer: Producer;
+  private connected: Promise<void> | null = null;
+  private closed: Promise<void> | null = null;
+
+  constructor(
+    kafka: Kafka,
+    private readonly options: KafkajsSinkOptions,
+  ) {
+    this.producer = kafka.producer({
+      idempotent: true,
+      // kafkajs keeps per-partition sequence numbers; one request in flight keeps them in order.
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+  }
+
+  connect(): Promise<void> {
+    this.connected ??= this.producer.connect();
+    return this.connected;
+  }
+
+  async send(records: OutboundRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.connect();
+    const byTopic = new Map<string, OutboundRecord[]>();
+    for (const record of records) {
+      const list = byTopic.get(record.topic) ?? [];
+      list.push(record);
+      byTopic.set(record.topic, list);
+    }
+    await this.producer.sendBatch({
+      acks: -1,
+      compression:
+        this.options.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
+      topicMessages: [...byTopic].map(([topic, list]) => ({
+        topic,
+        messages: list.map((r) => ({ key: r.key, value: r.value, headers: r.headers })),
+      })),
+    });
+  }
+
+  close(): Promise<void> {
+    this.closed ??= this.producer.disconnect().catch((err: unknown) => {
+      this.options.log.warn({ err }, 'producer did not disconnect cleanly');
+    });
+    return this.closed;
+  }
+}
+
+/** Fails fast, naming the topics, when the worker's topics do not exist (auto-creation is off). */
+export async function checkTopics(kafka: Kafka, topics: string[]): Promise<void> {
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    const existing = new Set(await admin.listTopics());
+    const missing = [...new Set(topics)].filter((t) => !existing.has(t));
+    if (missing.length > 0) {
+      throw new StreamscoreError(
+        'TOPIC_MISSING',
+        `topic(s) ${missing.join(', ')} do not exist. Fix: create them (e.g. streamscore topics create) or change topics.* in the configuration.`,
+        { details: { missing } },
+      );
+    }
+  } catch (err) {
+    if (err instanceof StreamscoreError) throw err;
+    throw new StreamscoreError(
+      'KAFKA_UNAVAILABLE',
+      `cannot reach Kafka to check topics: ${(err as Error).message}`,
+      { cause: err, retriable: true },
+    );
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Creates topics that do not exist yet (demo, tests, `streamscore topics create`). */
+export async function ensureTopics(
+  kafka: Kafka,
+  topics: { topic: string; numPartitions: number }[],
+): Promise<string[]> {
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    const existing = new Set(await admin.listTopics());
+    const create = topics.filter((t) => !existing.has(t.topic));
+    if (create.length > 0) {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: create.map((t) => ({
+          topic: t.topic,
+          numPartitions: t.numPartitions,
+          replicationFactor: -1,
+        })),
+      });
+    }
+    return create.map((t) => t.topic);
+  } finally {
+    await admin.disconnect();
+  }
+}

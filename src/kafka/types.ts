@@ -1,0 +1,62 @@
+/** The Kafka edge. The worker core talks to these interfaces only, never to kafkajs. */
+
+export interface TopicPartition {
+  topic: string;
+  partition: number;
+}
+
+export interface TopicPartitionOffset extends TopicPartition {
+  /** Kafka offsets are 64-bit; kept as decimal strings as kafkajs does. */
+  offset: string;
+}
+
+export type RecordHeaders = Record<string, Buffer | undefined>;
+
+export interface InboundRecord extends TopicPartition {
+  offset: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: RecordHeaders;
+  /** Broker or producer timestamp, epoch milliseconds. */
+  timestamp: number;
+}
+
+export interface OutboundRecord {
+  topic: string;
+  key: Buffer | null;
+  value: Buffer;
+  headers: Record<string, string | Buffer>;
+}
+
+export interface BatchControl {
+  /** Keeps the group membership alive during long work (kafkajs only heartbeats from its loop). */
+  heartbeat(): Promise<void>;
+  /** True once the partition this batch came from was revoked or the source is stopping. */
+  isStale(): boolean;
+}
+
+export interface SourceHandlers {
+  /** One fetched batch of one partition, in offset order. Resolving lets the next fetch proceed. */
+  onRecords(records: InboundRecord[], control: BatchControl): Promise<void>;
+  /** The full current assignment, after every rebalance. */
+  onAssignment?(partitions: TopicPartition[]): void;
+  /** The source gave up (a non-retriable client error): the process should exit and restart. */
+  onFatal?(error: Error): void;
+}
+
+export interface RecordSource {
+  /** Joins the group and starts delivering; resolves once running. */
+  run(handlers: SourceHandlers): Promise<void>;
+  /** Stops fetching from every assigned partition while staying in the group (used to drain). */
+  pause(): void;
+  /** Commits the given next-offsets-to-read for the group. */
+  commit(offsets: TopicPartitionOffset[]): Promise<void>;
+  /** Stops fetching and leaves the group. Safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+export interface RecordSink {
+  /** Resolves only once the broker acknowledged every record (acks=all). */
+  send(records: OutboundRecord[]): Promise<void>;
+  close(): Promise<void>;
+}

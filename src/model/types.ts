@@ -1,0 +1,38 @@
+/** Shape of one example, without the batch dimension. `null` means "any size" (rare). */
+export type ExampleShape = readonly (number | null)[];
+
+export interface TensorSpec {
+  name: string;
+  dtype: 'float32';
+  shape: ExampleShape;
+  description?: string;
+}
+
+export interface ModelInfo {
+  name: string;
+  version: string;
+  inputs: readonly TensorSpec[];
+  outputs: readonly TensorSpec[];
+  labels?: readonly string[];
+  /** The tfjs backend that runs this model: 'tensorflow' (native, CPU or CUDA), 'wasm' or 'cpu'. */
+  backend: string;
+}
+
+/**
+ * A packed batch: for each input name, `size` examples laid end to end in one Float32Array
+ * (row-major, batch dimension first), ready to become one tensor without further copies.
+ */
+export interface PackedBatch {
+  size: number;
+  inputs: Record<string, Float32Array>;
+}
+
+/** Outputs of one batch, keyed by output name, each `size * exampleSize` values. */
+export type BatchOutputs = Record<string, Float32Array>;
+
+/** The model edge: the worker core only ever sees this, never tfjs. */
+export interface ModelRunner {
+  readonly info: ModelInfo;
+  predict(batch: PackedBatch): Promise<BatchOutputs>;
+  dispose(): Promise<void>;
+}

@@ -1,0 +1,109 @@
+import type {
+  BatchControl,
+  InboundRecord,
+  OutboundRecord,
+  RecordSink,
+  RecordSource,
+  SourceHandlers,
+  TopicPartitionOffset,
+} from '../../src/kafka/types.js';
+import type { BatchOutputs, ModelInfo, ModelRunner, PackedBatch } from '../../src/model/types.js';
+
+/** Delivers whatever the test pushes; records commits and the order of calls. */
+export class FakeSource implements RecordSource {
+  handlers: SourceHandlers | null = null;
+  commits: TopicPartitionOffset[][] = [];
+  events: string[] = [];
+  paused = false;
+  heartbeats = 0;
+
+  async run(handlers: SourceHandlers): Promise<void> {
+    this.handlers = handlers;
+  }
+
+  deliver(records: InboundRecord[]): Promise<void> {
+    const control: BatchControl = {
+      heartbeat: async () => {
+        this.heartbeats++;
+      },
+      isStale: () => false,
+    };
+    return this.handlers!.onRecords(records, control);
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.events.push('pause');
+  }
+
+  async commit(offsets: TopicPartitionOffset[]): Promise<void> {
+    this.commits.push(offsets);
+    this.events.push('commit');
+  }
+
+  async stop(): Promise<void> {
+    this.events.push('stop');
+  }
+
+  /** The last committed offset of a partition, or undefined. */
+  committed(topic: string, partition: number): string | undefined {
+    let last: string | undefined;
+    for (const batch of this.commits)
+      for (const o of batch) if (o.topic === topic && o.partition === partition) last = o.offset;
+    return last;
+  }
+}
+
+/** Acknowledges sends, or fails the next N, or holds them until released. */
+export class FakeSink implements RecordSink {
+  sent: OutboundRecord[] = [];
+  failNext = 0;
+  attempts = 0;
+  private held: (() => void)[] = [];
+  holding = false;
+
+  async send(records: OutboundRecord[]): Promise<void> {
+    this.attempts++;
+    if (this.failNext > 0) {
+      this.failNext--;
+      throw new Error('broker not available');
+    }
+    if (this.holding) await new Promise<void>((resolve) => this.held.push(resolve));
+    this.sent.push(...records);
+  }
+
+  release(): void {
+    this.holding = false;
+    const held = this.held;
+    this.held = [];
+    held.forEach((resolve) => resolve());
+  }
+
+  async close(): Promise<void> {}
+
+  to(topic: string): OutboundRecord[] {
+    return this.sent.filter((r) => r.topic === topic);
+  }
+}
+
+/** y = 2x over a [4] input, labels by argmax; throws for any example whose first value is 666. */
+export class FakeModel implements ModelRunner {
+  readonly info: ModelInfo = {
+    name: 'doubler',
+    version: '7',
+    inputs: [{ name: 'x', dtype: 'float32', shape: [4] }],
+    outputs: [{ name: 'y', dtype: 'float32', shape: [4] }],
+    labels: ['a', 'b', 'c', 'd'],
+    backend: 'fake',
+  };
+  batchSizes: number[] = [];
+
+  async predict(batch: PackedBatch): Promise<BatchOutputs> {
+    this.batchSizes.push(batch.size);
+    const x = batch.inputs.x!;
+    for (let i = 0; i < x.length; i += 4) if (x[i] === 666) throw new Error('model exploded');
+    return { y: x.map((v) => v * 2) };
+  }
+
+  async dispose(): Promise<void> {}
+}

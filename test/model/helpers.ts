@@ -1,0 +1,40 @@
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const MODELS_ROOT = path.join(REPO_ROOT, 'models');
+export const DIGITS_DIR = path.join(MODELS_ROOT, 'digits', '1');
+
+export interface LogRecord {
+  level: 'info' | 'debug' | 'warn';
+  obj: Record<string, unknown>;
+  msg: string | undefined;
+}
+
+/** A pino-shaped logger that keeps what it is given, for assertions. */
+export function recordingLogger() {
+  const records: LogRecord[] = [];
+  const at =
+    (level: LogRecord['level']) =>
+    (obj: object, msg?: string): void => {
+      records.push({ level, obj: obj as Record<string, unknown>, msg });
+    };
+  return { records, info: at('info'), debug: at('debug'), warn: at('warn') };
+}
+
+/** A fresh temp dir; the returned function removes it. */
+export async function tempDir(
+  prefix: string,
+): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), `streamscore-${prefix}-`));
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Copy models/digits/1 into `parent/digits/1` and return that path. */
+export async function copyDigitsModel(parent: string): Promise<string> {
+  const target = path.join(parent, 'digits', '1');
+  await cp(DIGITS_DIR, target, { recursive: true });
+  return target;
+}
