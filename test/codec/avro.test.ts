@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AvroCodec, toExample, type InferenceRequest } from '../../src/codec/index.js';
-import { StreamscoreError } from '../../src/errors.js';
 import type { TensorSpec } from '../../src/model/types.js';
+import { thrown } from '../helpers/errors.js';
 
 const codec = new AvroCodec();
 const pixels = Float32Array.from({ length: 64 }, (_, i) => i / 64);
@@ -14,15 +14,7 @@ const request = (data: Float32Array = pixels, shape = [64]): InferenceRequest =>
 });
 const inputs: TensorSpec[] = [{ name: 'pixels', dtype: 'float32', shape: [64] }];
 
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof StreamscoreError) return err.code;
-    throw err;
-  }
-  return 'no error';
-}
+const codeOf = (fn: () => unknown) => thrown(fn).code;
 
 describe('AvroCodec requests', () => {
   it.each(['bytes', 'array'] as const)(

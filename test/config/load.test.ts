@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { configKeys, loadConfig, requireBrokers } from '../../src/config/index.js';
-import { StreamscoreError } from '../../src/errors.js';
+import { thrown } from '../helpers/errors.js';
 
 function tempFile(name: string, text: string): string {
   const file = path.join(mkdtempSync(path.join(tmpdir(), 'streamscore-config-')), name);
@@ -11,15 +11,7 @@ function tempFile(name: string, text: string): string {
   return file;
 }
 
-function errorOf(fn: () => unknown): StreamscoreError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof StreamscoreError) return err;
-    throw err;
-  }
-  throw new Error('expected an error');
-}
+const errorOf = thrown;
 
 describe('loadConfig', () => {
   it('fills every section with its defaults when nothing is given', () => {

@@ -1,8 +1,8 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { StreamscoreError } from '../../src/errors.js';
 import { selectBackend } from '../../src/model/backend.js';
 import { recordingLogger } from './helpers.js';
+import { rejection } from '../helpers/errors.js';
 
 const require = createRequire(import.meta.url);
 function installed(pkg: string): boolean {
@@ -15,15 +15,6 @@ function installed(pkg: string): boolean {
 }
 const nativeInstalled =
   installed('@tensorflow/tfjs-node-gpu') || installed('@tensorflow/tfjs-node');
-
-async function rejection(promise: Promise<unknown>): Promise<StreamscoreError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(StreamscoreError);
-  return err as StreamscoreError;
-}
 
 describe('selectBackend', () => {
   // First in the file, so the wasm module is initialised here and not by an earlier test.

@@ -1,7 +1,6 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StreamscoreError } from '../../src/errors.js';
 import type { SelectedBackend } from '../../src/model/backend.js';
 import { selectBackend } from '../../src/model/backend.js';
 import type { ModelCard } from '../../src/model/card.js';
@@ -14,6 +13,7 @@ import {
 } from '../../src/model/digits-data.js';
 import { loadModel, resolveModelDir } from '../../src/model/repository.js';
 import { DIGITS_DIR, MODELS_ROOT, copyDigitsModel, recordingLogger, tempDir } from './helpers.js';
+import { rejection } from '../helpers/errors.js';
 
 let selected: SelectedBackend;
 let tmp: Awaited<ReturnType<typeof tempDir>>;
@@ -22,15 +22,6 @@ const load = (dir: string) => loadModel(dir, { tf: selected.tf, backend: selecte
 
 async function readCard(dir: string): Promise<ModelCard> {
   return parseModelCard(JSON.parse(await readFile(path.join(dir, 'card.json'), 'utf8')), dir);
-}
-
-async function rejection(promise: Promise<unknown>): Promise<StreamscoreError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(StreamscoreError);
-  return err as StreamscoreError;
 }
 
 beforeAll(async () => {

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StreamscoreError } from '../../src/errors.js';
 import type { SelectedBackend } from '../../src/model/backend.js';
 import { selectBackend } from '../../src/model/backend.js';
 import { DIGITS_PIXELS, loadDigitsDataset, packPixels } from '../../src/model/digits-data.js';
@@ -7,19 +6,11 @@ import { fileSystemLoader } from '../../src/model/fs-io.js';
 import { loadModel } from '../../src/model/repository.js';
 import type { TfjsModelRunner } from '../../src/model/tfjs-runner.js';
 import { DIGITS_DIR, recordingLogger } from './helpers.js';
+import { rejection } from '../helpers/errors.js';
 
 let selected: SelectedBackend;
 let runner: TfjsModelRunner;
 const { heldOut } = loadDigitsDataset();
-
-async function rejection(promise: Promise<unknown>): Promise<StreamscoreError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(StreamscoreError);
-  return err as StreamscoreError;
-}
 
 beforeAll(async () => {
   selected = await selectBackend('wasm', recordingLogger());
