@@ -65,6 +65,10 @@ export function describeType(schema: z.ZodType): string {
     return notes.length > 0 ? `number (${notes.join(', ')})` : 'number';
   }
   if (inner instanceof z.ZodBoolean) return 'boolean';
+  if (inner instanceof z.ZodLiteral) return `\`${String(inner.value)}\``;
+  if (inner instanceof z.ZodUnion) {
+    return (inner.options as z.ZodType[]).map((option) => describeType(option)).join(' or ');
+  }
   if (inner instanceof z.ZodString) {
     // A reusable string type names itself with .describe() (e.g. hostPort: 'host:port').
     if (inner.description) return inner.description;

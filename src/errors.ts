@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'UNKNOWN_MODEL'
   // per-record processing failures
   | 'MODEL_FAILED'
+  /** A model replica thread died while running the batch, more often than the pool retries. */
+  | 'REPLICA_CRASHED'
   | 'ENCODE_FAILED'
   // model loading
   | 'MODEL_NOT_FOUND'

@@ -1,9 +1,12 @@
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { AvroCodec } from './codec/avro.js';
 import { requireBrokers } from './config/load.js';
 import type { StreamscoreConfig } from './config/schema.js';
 import { checkTopics, createKafka, KafkajsSink, KafkajsSource } from './kafka/kafkajs.js';
+import { autotuneBatchSize } from './model/autotune.js';
 import { selectBackend } from './model/backend.js';
+import { startReplicaPool } from './model/replica-pool.js';
 import { loadModel, resolveModelDir } from './model/repository.js';
 import type { ModelRunner } from './model/types.js';
 import type { Logger } from './telemetry/logger.js';
@@ -29,15 +32,15 @@ export async function startService(
   { log, onFatal }: StartServiceOptions,
 ): Promise<Service> {
   requireBrokers(config);
-  const selected = await selectBackend(config.model.backend, log);
   const modelDir = await resolveModelDir(
     path.resolve(config.model.repository),
     config.model.name,
     config.model.version,
   );
-  const model = await loadModel(modelDir, { tf: selected.tf, backend: selected.backend, log });
+  const model = await startModel(config, modelDir, log);
   const ready = (async () => {
-    await model.warmUp([1, config.batching.maxBatchSize]);
+    const batchSize = await chooseBatchSize(config, model, log);
+    await model.warmUp([1, batchSize]);
     const kafka = createKafka(config.kafka, log);
     await checkTopics(kafka, [
       ...config.topics.requests,
@@ -54,25 +57,28 @@ export async function startService(
       fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
       log,
     });
-    return { source, sink };
+    return { source, sink, batchSize };
   })();
-  let edges;
+  let started;
   try {
-    edges = await ready;
+    started = await ready;
   } catch (err) {
     await model.dispose();
     throw err;
   }
 
   const metrics = new WorkerMetrics();
+  const { source, sink, batchSize } = started;
   metrics.registerModelInfo(() => ({
     model: model.info.name,
     version: model.info.version,
     backend: model.info.backend,
-    package: selected.package,
+    replicas: model.concurrency ?? 1,
   }));
+  metrics.registerBatchSizeLimit(() => batchSize);
   const worker = new InferenceWorker({
-    ...edges,
+    source,
+    sink,
     codec: new AvroCodec({ resultFloatEncoding: config.output.floatEncoding }),
     model,
     log,
@@ -81,9 +87,11 @@ export async function startService(
     options: {
       resultTopic: config.topics.results,
       deadLetterTopic: config.topics.deadLetter,
-      maxBatchSize: config.batching.maxBatchSize,
+      maxBatchSize: batchSize,
+      maxBatchBytes: config.batching.maxBatchBytes,
       maxDelayMs: config.batching.maxDelayMs,
       maxQueued: config.batching.maxQueued,
+      maxSendBytes: config.kafka.maxSendBytes,
       maxPayloadBytes: config.limits.maxPayloadBytes,
       commitIntervalMs: config.commit.intervalMs,
       drainTimeoutMs: config.shutdown.drainTimeoutMs,
@@ -100,4 +108,56 @@ export async function startService(
       return stopped;
     },
   };
+}
+
+type WarmableRunner = ModelRunner & { warmUp(batchSizes: readonly number[]): Promise<void> };
+
+/** auto: one replica per core but one, which the main thread keeps for Kafka, decoding and encoding. */
+export function replicaCount(setting: StreamscoreConfig['model']['replicas']): number {
+  return setting === 'auto' ? Math.max(1, availableParallelism() - 1) : setting;
+}
+
+/** Replicas in worker threads, or (replicas: 0) the model on the main thread. */
+async function startModel(
+  config: StreamscoreConfig,
+  modelDir: string,
+  log: Logger,
+): Promise<WarmableRunner> {
+  const replicas = replicaCount(config.model.replicas);
+  if (replicas > 0) {
+    return startReplicaPool({ modelDir, backend: config.model.backend, replicas, log });
+  }
+  const selected = await selectBackend(config.model.backend, log);
+  return loadModel(modelDir, { tf: selected.tf, backend: selected.backend, log });
+}
+
+/** The autotuned batch size, or maxBatchSize when autotune is off. Logged either way. */
+async function chooseBatchSize(
+  config: StreamscoreConfig,
+  model: WarmableRunner,
+  log: Logger,
+): Promise<number> {
+  const { maxBatchSize, latencyBudgetMs, autotune } = config.batching;
+  if (!autotune) {
+    log.info({ batchSize: maxBatchSize, autotune: false }, 'batch size fixed by configuration');
+    return maxBatchSize;
+  }
+  const { chosen, table } = await autotuneBatchSize(model, {
+    maxBatchSize,
+    latencyBudgetMs,
+    concurrency: model.concurrency ?? 1,
+  });
+  log.info(
+    {
+      batchSize: chosen,
+      latencyBudgetMs,
+      table: table.map((row) => ({
+        batchSize: row.batchSize,
+        samplesPerSec: Math.round(row.samplesPerSec),
+        batchMs: Number(row.batchMs.toFixed(2)),
+      })),
+    },
+    'batch size autotuned',
+  );
+  return chosen;
 }

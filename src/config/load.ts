@@ -57,6 +57,14 @@ function fromEnvText(text: string, schema: z.ZodType): unknown {
     const value = Number(text);
     return text.trim() !== '' && Number.isFinite(value) ? value : text;
   }
+  if (inner instanceof z.ZodUnion) {
+    // e.g. 'auto' | number: numeric text becomes the number, anything else stays text.
+    const hasNumber = (inner.options as z.ZodType[]).some(
+      (o) => innerType(o) instanceof z.ZodNumber,
+    );
+    const value = Number(text);
+    return hasNumber && /^\s*-?\d+(\.\d+)?\s*$/.test(text) ? value : text;
+  }
   if (inner instanceof z.ZodBoolean) {
     if (/^(true|1|yes)$/i.test(text)) return true;
     if (/^(false|0|no)$/i.test(text)) return false;

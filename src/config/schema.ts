@@ -61,6 +61,14 @@ export const configSchema = z
           .describe(
             'Longest time a fetch waits on the broker when there is nothing to read; also bounds how long stopping waits for that fetch.',
           ),
+        maxSendBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(524288)
+          .describe(
+            'Results waiting while a send is in flight are coalesced into one produce request up to this size (keep it under the broker message.max.bytes).',
+          ),
         compression: z
           .enum(['none', 'gzip'])
           .default('none')
@@ -101,6 +109,14 @@ export const configSchema = z
           .regex(/^(latest|\d+)$/, 'expected "latest" or a version number')
           .default('latest')
           .describe('"latest" (highest numeric version) or a pinned version.'),
+        replicas: z
+          .union([z.literal('auto'), z.number().int().min(0).max(64)], {
+            error: 'expected "auto" or a whole number from 0 to 64',
+          })
+          .default('auto')
+          .describe(
+            'Model replicas, each in its own worker thread, so inference never blocks Kafka I/O. auto: one per core but one (at least 1). 0: run the model on the main thread.',
+          ),
         backend: z
           .enum(backendPreferences)
           .default('auto')
@@ -117,8 +133,30 @@ export const configSchema = z
           .int()
           .min(1)
           .max(4096)
-          .default(32)
-          .describe('Largest number of requests in one model call.'),
+          .default(128)
+          .describe(
+            'Largest number of requests in one model call; with autotune, the upper bound of the sizes tried.',
+          ),
+        autotune: z
+          .boolean()
+          .default(true)
+          .describe(
+            'At warm-up, measure the model at batch sizes 1, 2, 4 … maxBatchSize and use the fastest one within latencyBudgetMs. false: use maxBatchSize.',
+          ),
+        latencyBudgetMs: z
+          .number()
+          .min(0.1)
+          .max(60000)
+          .default(20)
+          .describe('Longest batch inference time autotune accepts (p50 per batch).'),
+        maxBatchBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(8_388_608)
+          .describe(
+            'A batch is also cut once its requests add up to this many bytes (record values).',
+          ),
         maxDelayMs: z
           .number()
           .min(0)

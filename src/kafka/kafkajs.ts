@@ -141,8 +141,15 @@ export class KafkajsSource implements RecordSource {
   }
 
   pause(): void {
-    const topics = [...new Set(this.options.topics)];
-    this.consumer.pause(topics.map((topic) => ({ topic })));
+    this.consumer.pause(this.topicList());
+  }
+
+  resume(): void {
+    this.consumer.resume(this.topicList());
+  }
+
+  private topicList(): { topic: string }[] {
+    return [...new Set(this.options.topics)].map((topic) => ({ topic }));
   }
 
   async commit(offsets: TopicPartitionOffset[]): Promise<void> {

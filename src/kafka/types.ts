@@ -47,8 +47,10 @@ export interface SourceHandlers {
 export interface RecordSource {
   /** Joins the group and starts delivering; resolves once running. */
   run(handlers: SourceHandlers): Promise<void>;
-  /** Stops fetching from every assigned partition while staying in the group (used to drain). */
+  /** Stops fetching from every assigned partition while staying in the group (backpressure, drain). */
   pause(): void;
+  /** Fetches again after pause(). */
+  resume(): void;
   /** Commits the given next-offsets-to-read for the group. */
   commit(offsets: TopicPartitionOffset[]): Promise<void>;
   /** Stops fetching and leaves the group. Safe to call more than once. */

@@ -33,6 +33,8 @@ export type BatchOutputs = Record<string, Float32Array>;
 /** The model edge: the worker core only ever sees this, never tfjs. */
 export interface ModelRunner {
   readonly info: ModelInfo;
+  /** Batches it can run at once (replicas); the worker keeps this many in flight. Default 1. */
+  readonly concurrency?: number;
   predict(batch: PackedBatch): Promise<BatchOutputs>;
   dispose(): Promise<void>;
 }

@@ -50,6 +50,15 @@ export class WorkerMetrics {
       .addCallback((result) => result.observe(1, attributes()));
   }
 
+  /** Exports the batch size in use (autotuned or configured). */
+  registerBatchSizeLimit(size: () => number): void {
+    this.meter
+      .createObservableGauge('streamscore.batch.size.limit', {
+        description: 'Largest batch the worker forms: the autotuned or configured batch size',
+      })
+      .addCallback((result) => result.observe(size()));
+  }
+
   received(count: number): void {
     this.snapshot.received += count;
     this.recordsIn.add(count);

@@ -1,7 +1,11 @@
 import type { InferenceResult, NamedTensor } from '../codec/types.js';
 import type { BatchOutputs, ModelInfo, PackedBatch, TensorSpec } from '../model/types.js';
 
-/** Packs per-request examples into one Float32Array per input: one copy per example, no per-value JS. */
+/**
+ * Packs per-request examples into one Float32Array per input: one copy per example, no per-value
+ * JS. The memory is a SharedArrayBuffer, so a model replica in another thread reads it without a
+ * copy and the batch survives that replica crashing.
+ */
 export function packBatch(
   batch: readonly { example: Record<string, Float32Array> }[],
   inputs: readonly TensorSpec[],
@@ -10,7 +14,7 @@ export function packBatch(
   for (const spec of inputs) {
     const first = batch[0]?.example[spec.name];
     const width = first?.length ?? 0;
-    const data = new Float32Array(width * batch.length);
+    const data = new Float32Array(new SharedArrayBuffer(width * batch.length * 4));
     batch.forEach((item, i) => data.set(item.example[spec.name]!, i * width));
     packed[spec.name] = data;
   }

@@ -10,20 +10,25 @@ import type {
   RecordSource,
   TopicPartition,
 } from '../kafka/types.js';
-import type { ModelRunner, PackedBatch } from '../model/types.js';
+import type { ModelRunner } from '../model/types.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
 import { WorkerMetrics } from '../telemetry/metrics.js';
 import { deadLetterFor, HEADER } from './headers.js';
 import { OffsetTracker } from './offsets.js';
+import { OrderedSender, SendAbandoned } from './sender.js';
 import { packBatch, resultFor } from './tensors.js';
 
 export interface WorkerOptions {
   resultTopic: string;
   deadLetterTopic: string;
   maxBatchSize: number;
+  /** Cut a batch once its record values add up to this many bytes. */
+  maxBatchBytes?: number;
   maxDelayMs: number;
-  /** Records read but not yet answered; fetching waits at this many. */
+  /** Records read but not yet answered at which fetching pauses; it resumes at half. */
   maxQueued: number;
+  /** Largest produce request the sender coalesces results into. */
+  maxSendBytes?: number;
   maxPayloadBytes: number;
   commitIntervalMs: number;
   drainTimeoutMs: number;
@@ -56,8 +61,6 @@ export interface StopReport {
   drained: boolean;
 }
 
-const MAX_SEND_BACKOFF_MS = 5000;
-
 /**
  * consume → decode → batch → infer → encode → produce → commit.
  *
@@ -75,13 +78,14 @@ export class InferenceWorker {
   private readonly log: Logger;
   private readonly tracker = new OffsetTracker();
   private readonly driver: BatchDriver<PendingRequest>;
+  private readonly sender: OrderedSender;
   private readonly sends = new Set<Promise<void>>();
-  private roomWaiters: (() => void)[] = [];
+  /** Resolves when the previous batch handed its results to the sender (keeps batch order). */
+  private previousBatchQueued: Promise<void> = Promise.resolve();
+  private paused = false;
   private commitChain: Promise<void> = Promise.resolve();
   private cancelCommitTimer: (() => void) | null = null;
   private stopping = false;
-  /** Once set, failed sends are no longer retried: their records stay uncommitted. */
-  private abandonSends = false;
   private committingClosed = false;
   private stopPromise: Promise<StopReport> | null = null;
   private readonly onFatal: ((error: Error) => void) | undefined;
@@ -100,10 +104,23 @@ export class InferenceWorker {
       policy: new BatchPolicy({
         maxBatchSize: this.options.maxBatchSize,
         maxDelayMs: this.options.maxDelayMs,
+        ...(this.options.maxBatchBytes ? { maxBatchBytes: this.options.maxBatchBytes } : {}),
       }),
       clock: this.clock,
       run: (batch) => this.processBatch(batch),
+      // Pipelining: while one batch infers, the next forms, and finished ones are being sent.
+      concurrency: this.model.concurrency ?? 1,
       onError: (err) => this.log.error({ err }, 'batch processing failed unexpectedly'),
+    });
+    this.sender = new OrderedSender({
+      sink: this.sink,
+      clock: this.clock,
+      maxSendBytes: this.options.maxSendBytes ?? 512 * 1024,
+      maxSendRecords: 10_000,
+      onRetry: (err, attempt, retryInMs) => {
+        this.metrics.sendRetry();
+        this.log.warn({ err, attempt, retryInMs: Math.round(retryInMs) }, 'send failed, retrying');
+      },
     });
   }
 
@@ -139,13 +156,12 @@ export class InferenceWorker {
 
   private async drainAndStop(): Promise<StopReport> {
     this.stopping = true;
-    this.releaseRoomWaiters();
     this.source.pause();
     const drained = await this.withDeadline(this.options.drainTimeoutMs, async () => {
       await this.driver.close();
       while (this.sends.size > 0) await Promise.allSettled([...this.sends]);
     });
-    this.abandonSends = true;
+    this.sender.abandon();
     this.cancelCommitTimer?.();
     await this.commitNow();
     // The group is left next: a send acknowledged after this point must not try to commit.
@@ -184,8 +200,7 @@ export class InferenceWorker {
     this.log.info({ partitions }, 'partitions assigned');
   }
 
-  private async onRecords(records: InboundRecord[], control: BatchControl): Promise<void> {
-    await this.waitForRoom(control);
+  private async onRecords(records: InboundRecord[], _control: BatchControl): Promise<void> {
     this.metrics.received(records.length);
     const deadLetters: { record: InboundRecord; out: OutboundRecord }[] = [];
     for (const record of records) {
@@ -208,26 +223,29 @@ export class InferenceWorker {
         ),
       );
     }
+    this.applyBackpressure();
   }
 
-  /** Backpressure: wait while too many records are unanswered, heartbeating meanwhile. */
-  private async waitForRoom(control: BatchControl): Promise<void> {
-    while (!this.stopping && this.tracker.pending >= this.options.maxQueued && !control.isStale()) {
-      await new Promise<void>((resolve) => {
-        const cancel = this.clock.setTimer(1000, resolve);
-        this.roomWaiters.push(() => {
-          cancel();
-          resolve();
-        });
-      });
-      await control.heartbeat();
+  /**
+   * Memory stays bounded under overload: fetching pauses while maxQueued records are unanswered
+   * and resumes at half, so the consumer keeps heartbeating from its own loop meanwhile.
+   */
+  private applyBackpressure(): void {
+    const pending = this.tracker.pending;
+    if (!this.paused && pending >= this.options.maxQueued) {
+      this.paused = true;
+      this.source.pause();
+      this.log.debug({ pending }, 'fetching paused: too many unanswered requests');
+    } else if (this.paused && !this.stopping && pending <= this.options.maxQueued / 2) {
+      this.paused = false;
+      this.source.resume();
+      this.log.debug({ pending }, 'fetching resumed');
     }
   }
 
-  private releaseRoomWaiters(): void {
-    const waiters = this.roomWaiters;
-    this.roomWaiters = [];
-    for (const wake of waiters) wake();
+  /** True while fetching is paused for backpressure. */
+  get isPaused(): boolean {
+    return this.paused;
   }
 
   /** Decodes and validates one record; throws a typed error for anything that cannot be scored. */
@@ -285,42 +303,63 @@ export class InferenceWorker {
     });
   }
 
+  /**
+   * Infers one batch and hands its results to the sender in batch order (batches may finish out
+   * of order when several replicas run). Returns once the results are queued, not acknowledged,
+   * so the next batch can start while this one is sent.
+   */
   private async processBatch(batch: PendingRequest[]): Promise<void> {
+    const previous = this.previousBatchQueued;
+    let queued: () => void = () => undefined;
+    this.previousBatchQueued = new Promise((resolve) => (queued = resolve));
+    try {
+      const out = await this.score(batch);
+      await previous;
+      this.track(
+        this.deliver(
+          out,
+          batch.map((p) => p.record),
+          out.answered,
+        ),
+      );
+    } finally {
+      queued();
+    }
+  }
+
+  /** Results (or dead letters) for a batch, in the batch's order. */
+  private async score(
+    batch: PendingRequest[],
+  ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
     const { info } = this.model;
     const startedAt = this.clock.now();
+    const answered: PendingRequest[] = [];
+    const out = Object.assign([] as OutboundRecord[], { answered });
     let outputs;
     try {
-      const packed: PackedBatch = packBatch(batch, info.inputs);
-      outputs = await this.model.predict(packed);
+      outputs = await this.model.predict(packBatch(batch, info.inputs));
     } catch (err) {
       const error = asStreamscoreError(err, 'MODEL_FAILED');
-      const letters = batch.map((p) => {
+      for (const p of batch) {
         error.details.requestId = p.request.id;
-        return this.deadLetter(p.record, error);
-      });
-      await this.deliver(
-        letters,
-        batch.map((p) => p.record),
-      );
-      return;
+        out.push(this.deadLetter(p.record, error));
+      }
+      return out;
     }
     const inferredAt = this.clock.now();
     this.metrics.batch(batch.length, inferredAt - startedAt);
-
-    const out: OutboundRecord[] = [];
-    const records: InboundRecord[] = [];
     for (let i = 0; i < batch.length; i++) {
       const pending = batch[i]!;
-      records.push(pending.record);
       try {
         out.push(this.resultRecord(pending, resultFor(outputs, i, batch.length, info), inferredAt));
+        answered.push(pending);
       } catch (err) {
         const error = asStreamscoreError(err, 'ENCODE_FAILED');
         error.details.requestId = pending.request.id;
         out.push(this.deadLetter(pending.record, error));
       }
     }
-    await this.deliver(out, records, batch);
+    return out;
   }
 
   private resultRecord(
@@ -356,33 +395,23 @@ export class InferenceWorker {
     void promise.finally(() => this.sends.delete(promise));
   }
 
-  /**
-   * Sends until the broker acknowledges, retrying with jittered backoff: skipping would lose the
-   * records. Acks the source records afterwards so their offsets become committable.
-   */
+  /** Sends through the ordered sender; acknowledged records become committable. */
   private async deliver(
     out: OutboundRecord[],
     records: InboundRecord[],
     answered?: PendingRequest[],
   ): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.sink.send(out);
-        break;
-      } catch (err) {
-        if (this.abandonSends) {
-          this.log.warn(
-            { err, records: out.length },
-            'send abandoned at shutdown; records stay uncommitted',
-          );
-          return;
-        }
-        this.metrics.sendRetry();
-        const backoff = Math.min(MAX_SEND_BACKOFF_MS, 100 * 2 ** Math.min(attempt, 6));
-        const wait = backoff / 2 + Math.random() * (backoff / 2);
-        this.log.warn({ err, attempt, retryInMs: Math.round(wait) }, 'send failed, retrying');
-        await new Promise<void>((resolve) => this.clock.setTimer(wait, resolve));
+    try {
+      await this.sender.send(out);
+    } catch (err) {
+      if (err instanceof SendAbandoned) {
+        this.log.warn(
+          { records: out.length },
+          'send abandoned at shutdown; records stay uncommitted',
+        );
+        return;
       }
+      throw err;
     }
     const ackedAt = this.clock.now();
     for (const record of records) this.tracker.ack(record, record.offset);
@@ -392,7 +421,7 @@ export class InferenceWorker {
         this.metrics.endToEnd(ackedAt - (p.request.requestedAt ?? p.record.timestamp));
       }
     }
-    this.releaseRoomWaiters();
+    this.applyBackpressure();
     this.scheduleCommit();
   }
 

@@ -16,7 +16,15 @@ const errorOf = thrown;
 describe('loadConfig', () => {
   it('fills every section with its defaults when nothing is given', () => {
     const config = loadConfig({ env: {} });
-    expect(config.batching).toEqual({ maxBatchSize: 32, maxDelayMs: 5, maxQueued: 2048 });
+    expect(config.batching).toEqual({
+      maxBatchSize: 128,
+      autotune: true,
+      latencyBudgetMs: 20,
+      maxBatchBytes: 8_388_608,
+      maxDelayMs: 5,
+      maxQueued: 2048,
+    });
+    expect(config.model.replicas).toBe('auto');
     expect(config.topics.requests).toEqual(['streamscore.requests']);
     expect(config.model.backend).toBe('auto');
     expect(config.kafka.brokers).toEqual([]);

@@ -36,6 +36,11 @@ export class FakeSource implements RecordSource {
     this.events.push('pause');
   }
 
+  resume(): void {
+    this.paused = false;
+    this.events.push('resume');
+  }
+
   async commit(offsets: TopicPartitionOffset[]): Promise<void> {
     this.commits.push(offsets);
     this.events.push('commit');
@@ -61,8 +66,20 @@ export class FakeSink implements RecordSink {
   attempts = 0;
   private held: (() => void)[] = [];
   holding = false;
+  private inFlight = 0;
+  maxConcurrentSends = 0;
 
   async send(records: OutboundRecord[]): Promise<void> {
+    this.inFlight++;
+    this.maxConcurrentSends = Math.max(this.maxConcurrentSends, this.inFlight);
+    try {
+      await this.sendOnce(records);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private async sendOnce(records: OutboundRecord[]): Promise<void> {
     this.attempts++;
     if (this.failNext > 0) {
       this.failNext--;

@@ -44,10 +44,9 @@ function rawRecord(offset: number, value: Buffer | null, partition = 0): Inbound
   };
 }
 
-function setup(options: Partial<WorkerOptions> = {}) {
+function setup(options: Partial<WorkerOptions> = {}, model = new FakeModel()) {
   const source = new FakeSource();
   const sink = new FakeSink();
-  const model = new FakeModel();
   const worker = new InferenceWorker({
     source,
     sink,
@@ -212,6 +211,35 @@ describe('InferenceWorker', () => {
     await worker.stop();
   });
 
+  it('produces each partition in offset order while batches infer concurrently and finish out of order', async () => {
+    // Three replicas whose answers come back in random order.
+    const model = Object.assign(new FakeModel(), { concurrency: 3 });
+    const predict = model.predict.bind(model);
+    model.predict = async (batch) => {
+      await new Promise((r) => setTimeout(r, Math.random() * 15));
+      return predict(batch);
+    };
+    const { source, sink, worker } = setup({ maxBatchSize: 3 }, model);
+    await worker.start();
+    for (let o = 0; o < 60; o += 6) {
+      await source.deliver(
+        [0, 1, 2, 3, 4, 5].map((k) => requestRecord(o + k, [1, 0, 0, 0], k % 2)),
+      );
+    }
+    await until(() => sink.to(RESULTS).length === 60);
+    for (const partition of [0, 1]) {
+      const offsets = sink
+        .to(RESULTS)
+        .map((r) => codec.decodeResult(r.value).id)
+        .filter((id) => id.startsWith(`req-${partition}-`))
+        .map((id) => Number(id.split('-')[2]));
+      expect(offsets).toHaveLength(30);
+      expect(offsets).toEqual([...offsets].sort((a, b) => a - b));
+    }
+    expect(sink.maxConcurrentSends).toBe(1);
+    await worker.stop();
+  });
+
   it('stop() pauses fetching, answers queued requests, commits, then leaves the group', async () => {
     const { source, sink, worker } = setup({ maxDelayMs: 60_000, maxBatchSize: 100 });
     await worker.start();
@@ -238,20 +266,34 @@ describe('InferenceWorker', () => {
     sink.release();
   });
 
-  it('applies backpressure: fetching waits while maxQueued records are unanswered', async () => {
-    const { source, sink, worker } = setup({ maxQueued: 2 });
+  it('pauses fetching at maxQueued unanswered records and resumes at half', async () => {
+    const { source, sink, worker } = setup({ maxQueued: 4 });
     await worker.start();
     sink.holding = true;
-    await source.deliver([requestRecord(0, [1, 0, 0, 0]), requestRecord(1, [1, 0, 0, 0])]);
-    let secondAccepted = false;
-    const second = source
-      .deliver([requestRecord(2, [1, 0, 0, 0])])
-      .then(() => (secondAccepted = true));
-    await settle();
-    expect(secondAccepted).toBe(false);
+    await source.deliver([0, 1, 2].map((o) => requestRecord(o, [1, 0, 0, 0])));
+    expect(source.paused).toBe(false);
+    await source.deliver([requestRecord(3, [1, 0, 0, 0])]);
+    expect(source.paused).toBe(true);
+    expect(worker.isPaused).toBe(true);
     sink.release();
-    await second;
-    await until(() => source.committed('requests', 0) === '3');
+    await until(() => source.committed('requests', 0) === '4');
+    expect(source.paused).toBe(false);
+    expect(source.events.filter((e) => e === 'pause' || e === 'resume')).toEqual([
+      'pause',
+      'resume',
+    ]);
     await worker.stop();
+  });
+
+  it('does not resume fetching once stopping', async () => {
+    const { source, sink, worker } = setup({ maxQueued: 1 });
+    await worker.start();
+    sink.holding = true;
+    await source.deliver([requestRecord(0, [1, 0, 0, 0])]);
+    expect(source.paused).toBe(true);
+    const stopped = worker.stop();
+    sink.release();
+    await stopped;
+    expect(source.events).not.toContain('resume');
   });
 });
