@@ -55,6 +55,7 @@ export async function startService(
       fromBeginning: config.kafka.fromBeginning,
       sessionTimeoutMs: config.kafka.sessionTimeoutMs,
       fetchMaxWaitMs: config.kafka.fetchMaxWaitMs,
+      fetchMaxBytesPerPartition: config.kafka.fetchMaxBytesPerPartition,
       log,
     });
     return { source, sink, batchSize };

@@ -57,9 +57,17 @@ export const configSchema = z
           .int()
           .min(10)
           .max(30000)
-          .default(500)
+          .default(100)
           .describe(
-            'Longest time a fetch waits on the broker when there is nothing to read; also bounds how long stopping waits for that fetch.',
+            'Longest time a fetch waits on the broker when there is nothing to read. kafkajs also sleeps this long when every partition is paused, so it bounds how late fetching resumes after backpressure and how long stopping waits.',
+          ),
+        fetchMaxBytesPerPartition: z
+          .number()
+          .int()
+          .min(1024)
+          .default(1_048_576)
+          .describe(
+            'Most bytes one fetch returns per partition. Keep batching.maxQueued well above what one fetch of all partitions holds, or fetching pauses on every fetch.',
           ),
         maxSendBytes: z
           .number()
@@ -167,9 +175,9 @@ export const configSchema = z
           .number()
           .int()
           .min(1)
-          .default(2048)
+          .default(16384)
           .describe(
-            'Requests accepted but not yet answered; fetching waits while this many are in flight.',
+            'Unanswered requests (read, not yet acknowledged) at which fetching pauses; it resumes at half. Bounds memory under overload.',
           ),
       })
       .strict()

@@ -77,6 +77,7 @@ export interface KafkajsSourceOptions {
   fromBeginning: boolean;
   sessionTimeoutMs: number;
   fetchMaxWaitMs: number;
+  fetchMaxBytesPerPartition: number;
   log: Logger;
 }
 
@@ -102,6 +103,7 @@ export class KafkajsSource implements RecordSource {
       heartbeatInterval: Math.min(3000, Math.floor(options.sessionTimeoutMs / 3)),
       allowAutoTopicCreation: false,
       maxWaitTimeInMs: options.fetchMaxWaitMs,
+      maxBytesPerPartition: options.fetchMaxBytesPerPartition,
     });
   }
 

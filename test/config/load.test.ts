@@ -22,7 +22,7 @@ describe('loadConfig', () => {
       latencyBudgetMs: 20,
       maxBatchBytes: 8_388_608,
       maxDelayMs: 5,
-      maxQueued: 2048,
+      maxQueued: 16384,
     });
     expect(config.model.replicas).toBe('auto');
     expect(config.topics.requests).toEqual(['streamscore.requests']);

@@ -1,0 +1,1671 @@
+/**
+ * `npm run bench`: streamscore against its ceilings, on a real Kafka broker, in one process.
+ *
+ * For each benchmark model (bench/models.ts) it pre-produces N Avro requests (float32 `bytes`)
+ * to a fresh 4-partition topic, then measures, one phase after another:
+ *   1. the I/O ceiling: a kafkajs consumer group (eachBatch) copies the request bytes to a fresh
+ *      topic (sendBatch, acks -1), no decode, no model;
+ *   2. the compute ceiling: the model runner's predict on prepared batches, at the best power-of-
+ *      two batch size in 1..256, no Kafka;
+ *   3. a naive worker: eachMessage → decode → predict(batch of 1) → encode → awaited send;
+ *   4. streamscore with its defaults (startService, the real worker, in this process);
+ * then end-to-end latency at 25/50/75 % of streamscore's measured saturation rate, peak RSS, and
+ * with --overload, 3× the saturation rate for 60 s and the time to drain afterwards.
+ *
+ * Every throughput is records / (last acknowledged produce − first record handed to the
+ * consumer): consumer-group joins, model loading and warm-up are not counted (bench/README.md).
+ * Writes bench/results/<date>-<sha>.json, latest.json and latest.svg.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { Partitioners, type Kafka, type KafkaMessage, type Producer } from 'kafkajs';
+import { AvroCodec } from '../src/codec/avro.js';
+import type { InferenceResult } from '../src/codec/types.js';
+import { loadConfig, type StreamscoreConfig } from '../src/config/index.js';
+import { createKafka, ensureTopics } from '../src/kafka/kafkajs.js';
+import { startLocalBroker, type LocalBroker } from '../src/kafka/local-broker.js';
+import { selectBackend } from '../src/model/backend.js';
+import { mulberry32 } from '../src/model/digits-data.js';
+import { loadModel } from '../src/model/repository.js';
+import type { ModelRunner } from '../src/model/types.js';
+import { startService, type Service } from '../src/service.js';
+import { createLogger, silentLogger, type Logger } from '../src/telemetry/logger.js';
+import { percentile } from '../src/telemetry/stats.js';
+import {
+  BENCH_MODELS,
+  BENCH_MODEL_NAMES,
+  BENCH_REPOSITORY,
+  BENCH_VERSION,
+  benchModelDir,
+  ensureBenchModels,
+  exampleSize,
+  type BenchModelName,
+  type BenchModelSpec,
+} from './models.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const PARTITIONS = 4;
+/** Produce requests of at most this many value bytes: under the broker's 1 MiB batch limit. */
+const CHUNK_BYTES = 512 * 1024;
+/** Distinct random examples cycled through by every producer (values do not matter here). */
+const POOL_SIZE = 64;
+const PACED_TICK_MS = 5;
+/** Paced producers skip a tick while this many sends are unacknowledged (bounds our memory). */
+const PACED_MAX_PENDING = 64;
+const LOAD_LEVELS = [25, 50, 75] as const;
+const GiB = 1024 ** 3;
+
+/** Epoch milliseconds with sub-millisecond resolution: the worker's clock (src/batching/clock.ts). */
+const now = () => performance.timeOrigin + performance.now();
+const say = (text = '') => process.stdout.write(text + '\n');
+
+// ─── options ────────────────────────────────────────────────────────────────────────────────────
+
+interface BenchOptions {
+  models: BenchModelName[];
+  requests: number;
+  quick: boolean;
+  overload: boolean;
+  overloadSeconds: number;
+  loadSeconds: number;
+  naiveSeconds: number;
+  out: string;
+  /** Only redraw `<out>/latest.svg` from this results file. */
+  render: string | undefined;
+}
+
+function parseOptions(argv: string[]): BenchOptions {
+  const positive = (text: string) => {
+    const value = Number(text);
+    if (!Number.isFinite(value) || value <= 0)
+      throw new InvalidArgumentError('expected a number > 0');
+    return value;
+  };
+  const program = new Command()
+    .name('npm run bench --')
+    .description(
+      'streamscore against the I/O ceiling, the compute ceiling and a naive per-message worker, on a real Kafka broker (bench/README.md)',
+    )
+    .option(
+      '--models <list>',
+      `comma-separated, from ${BENCH_MODEL_NAMES.join(', ')}`,
+      (text: string) => {
+        const names = text
+          .split(',')
+          .map((n) => n.trim())
+          .filter(Boolean);
+        const unknown = names.filter((n) => !(BENCH_MODEL_NAMES as readonly string[]).includes(n));
+        if (unknown.length > 0 || names.length === 0)
+          throw new InvalidArgumentError(`unknown model(s) ${unknown.join(', ') || '(none)'}`);
+        return names as BenchModelName[];
+      },
+      [...BENCH_MODEL_NAMES],
+    )
+    .option(
+      '--requests <n>',
+      `multiplier of the pre-produced requests per model (${BENCH_MODEL_NAMES.map((n) => `${n} ${BENCH_MODELS[n].defaultRequests}`).join(', ')})`,
+      positive,
+      1,
+    )
+    .option(
+      '--quick',
+      'a smoke run: 5 % of the requests, 2 s loads; results go to .cache/bench/results',
+      false,
+    )
+    .option(
+      '--overload',
+      'also offer 3× the saturation rate (takes minutes: load plus drain)',
+      false,
+    )
+    .option('--overload-seconds <s>', 'duration of the overload', positive, 60)
+    .addOption(
+      new Option('--load-seconds <s>', 'duration of each latency load').argParser(positive),
+    )
+    .addOption(
+      new Option('--naive-seconds <s>', 'time budget of the naive worker').argParser(positive),
+    )
+    .option(
+      '--out <dir>',
+      'results folder (default bench/results, or .cache/bench/results with --quick)',
+    )
+    .option('--render <json>', 'measure nothing: redraw <out>/latest.svg from a results file');
+  program.parse(argv);
+  const o = program.opts<{
+    models: BenchModelName[];
+    requests: number;
+    quick: boolean;
+    overload: boolean;
+    overloadSeconds: number;
+    loadSeconds?: number;
+    naiveSeconds?: number;
+    out?: string;
+    render?: string;
+  }>();
+  return {
+    models: o.models,
+    requests: o.requests * (o.quick ? 0.05 : 1),
+    quick: o.quick,
+    overload: o.overload,
+    overloadSeconds: o.overloadSeconds,
+    loadSeconds: o.loadSeconds ?? (o.quick ? 2 : 8),
+    naiveSeconds: o.naiveSeconds ?? (o.quick ? 2 : 10),
+    out: path.resolve(
+      ROOT,
+      o.out ?? (o.quick ? path.join('.cache', 'bench', 'results') : path.join('bench', 'results')),
+    ),
+    render: o.render,
+  };
+}
+
+// ─── measuring helpers ──────────────────────────────────────────────────────────────────────────
+
+/** Samples this process's RSS; windows report the peak seen while they were open. */
+class RssSampler {
+  private readonly windows = new Set<{ peak: number }>();
+  private readonly timer: NodeJS.Timeout;
+  maxBytes = 0;
+
+  constructor(intervalMs: number) {
+    this.timer = setInterval(() => this.sample(), intervalMs);
+    this.timer.unref();
+  }
+
+  sample(): number {
+    const rss = process.memoryUsage.rss();
+    this.maxBytes = Math.max(this.maxBytes, rss);
+    for (const w of this.windows) w.peak = Math.max(w.peak, rss);
+    return rss;
+  }
+
+  /** Starts a window; the returned function closes it and gives its peak in MiB. */
+  window(): () => number {
+    const w = { peak: 0 };
+    this.windows.add(w);
+    this.sample();
+    return () => {
+      this.sample();
+      this.windows.delete(w);
+      return w.peak / 2 ** 20;
+    };
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+/** CPU time of this process (and of the local broker's JVM, read from /proc) over a window. */
+function cpuMeter(brokerPid: number | undefined): () => { bench: number; broker: number | null } {
+  const ticks = () => {
+    if (brokerPid === undefined) return null;
+    try {
+      // Fields 14 and 15 (utime, stime) follow the command name, which may contain spaces.
+      const stat = readFileSync(`/proc/${brokerPid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return Number(fields[11]) + Number(fields[12]);
+    } catch {
+      return null; // not Linux, or the broker is gone
+    }
+  };
+  const t0 = now();
+  const c0 = process.cpuUsage();
+  const b0 = ticks();
+  return () => {
+    const wall = (now() - t0) / 1000;
+    const c = process.cpuUsage(c0);
+    const b1 = ticks();
+    const CLK_TCK = 100; // Linux's USER_HZ on every mainstream architecture
+    return {
+      bench: round((c.user + c.system) / 1e6 / wall, 2),
+      broker: b0 === null || b1 === null ? null : round((b1 - b0) / CLK_TCK / wall, 2),
+    };
+  };
+}
+
+/**
+ * A full garbage collection, so the heap earlier phases left behind (e.g. 100k records through
+ * kafkajs) is not counted as the worker's. The flag can be set at run time; `gc` then exists in
+ * new contexts.
+ */
+v8.setFlagsFromString('--expose-gc');
+const collectGarbage = vm.runInNewContext('gc') as () => void;
+
+function round(value: number, digits = 0): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+function deferred<T = void>() {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** Resolves `promise`, or rejects naming `what` after `ms`. */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what} did not finish within ${Math.round(ms / 1000)} s`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `done()` every `everyMs` until it holds; rejects naming `what` after `ms`. */
+async function until(
+  ms: number,
+  what: string,
+  done: () => boolean,
+  everyMs = 2,
+  progress?: () => string,
+): Promise<number> {
+  const deadline = now() + ms;
+  while (!done()) {
+    if (now() > deadline) {
+      throw new Error(
+        `${what} did not finish within ${Math.round(ms / 1000)} s${progress ? ` (${progress()})` : ''}`,
+      );
+    }
+    await sleep(everyMs);
+  }
+  return now();
+}
+
+/** Splits messages into runs of at most CHUNK_BYTES of values (at least one message each). */
+function chunksByBytes<T extends { value: Buffer | null }>(messages: readonly T[]): T[][] {
+  const chunks: T[][] = [];
+  let chunk: T[] = [];
+  let bytes = 0;
+  for (const m of messages) {
+    const size = m.value?.length ?? 0;
+    if (chunk.length > 0 && bytes + size > CHUNK_BYTES) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(m);
+    bytes += size;
+  }
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
+}
+
+// ─── Kafka helpers ──────────────────────────────────────────────────────────────────────────────
+
+interface Bench {
+  kafka: Kafka;
+  brokers: string[];
+  broker: LocalBroker | undefined;
+  runId: string;
+  options: BenchOptions;
+  rss: RssSampler;
+  /** Everything this run created, deleted at the end on a broker we did not start. */
+  topics: string[];
+  groupSeq: number;
+}
+
+function freshGroup(bench: Bench, what: string): string {
+  return `bench-${bench.runId}-${what}-${++bench.groupSeq}`;
+}
+
+async function createTopics(bench: Bench, ...topics: string[]): Promise<void> {
+  await ensureTopics(
+    bench.kafka,
+    topics.map((topic) => ({ topic, numPartitions: PARTITIONS })),
+  );
+  bench.topics.push(...topics);
+}
+
+async function topicSize(kafka: Kafka, topic: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return offsets.reduce((n, p) => n + Number(p.high) - Number(p.low), 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+function newProducer(kafka: Kafka, idempotent = false): Producer {
+  return kafka.producer({
+    idempotent,
+    ...(idempotent ? { maxInFlightRequests: 1 } : {}),
+    allowAutoTopicCreation: false,
+    createPartitioner: Partitioners.DefaultPartitioner,
+  });
+}
+
+/**
+ * Reads `topic` from the beginning with a fresh group and calls `onMessage` for each record,
+ * until `stop()` is called. Resolves once the consumer has joined its group.
+ */
+async function startReader(
+  bench: Bench,
+  topic: string,
+  onMessage: (message: KafkaMessage, readAt: number) => void,
+): Promise<{ stop(): Promise<void> }> {
+  const consumer = bench.kafka.consumer({
+    groupId: freshGroup(bench, 'reader'),
+    maxWaitTimeInMs: 50,
+    allowAutoTopicCreation: false,
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({
+    autoCommit: false,
+    eachBatch: async ({ batch }) => {
+      for (const message of batch.messages) onMessage(message, Date.now());
+    },
+  });
+  return { stop: () => consumer.disconnect() };
+}
+
+// ─── requests ───────────────────────────────────────────────────────────────────────────────────
+
+function examplePool(spec: BenchModelSpec, seed: number): Float32Array[] {
+  const random = mulberry32(seed);
+  const size = exampleSize(spec);
+  return Array.from({ length: POOL_SIZE }, () => Float32Array.from({ length: size }, random));
+}
+
+function encodeRequest(
+  codec: AvroCodec,
+  spec: BenchModelSpec,
+  pool: Float32Array[],
+  id: string,
+  i: number,
+  requestedAt: number,
+): Buffer {
+  return codec.encodeRequest(
+    {
+      id,
+      model: null,
+      modelVersion: null,
+      requestedAt,
+      inputs: [{ name: 'x', shape: spec.inputShape, data: pool[i % pool.length]! }],
+    },
+    'bytes',
+  );
+}
+
+/** Produces `count` requests as fast as the broker takes them, round-robin over the partitions. */
+async function preProduce(
+  bench: Bench,
+  spec: BenchModelSpec,
+  topic: string,
+  count: number,
+): Promise<{ seconds: number; bytesPerRequest: number }> {
+  const codec = new AvroCodec();
+  const pool = examplePool(spec, 7);
+  const producer = newProducer(bench.kafka);
+  await producer.connect();
+  const started = now();
+  const bytesPerRequest = encodeRequest(codec, spec, pool, 'x', 0, 0).length;
+  const perSend = Math.max(1, Math.floor(CHUNK_BYTES / bytesPerRequest));
+  const inFlight = new Set<Promise<unknown>>();
+  try {
+    for (let first = 0; first < count; first += perSend) {
+      const requestedAt = Date.now();
+      const messages = [];
+      for (let i = first; i < Math.min(count, first + perSend); i++) {
+        messages.push({
+          key: `r${i}`,
+          value: encodeRequest(codec, spec, pool, `${spec.name}-${i}`, i, requestedAt),
+          partition: i % PARTITIONS,
+        });
+      }
+      const send = producer.send({ topic, acks: -1, messages });
+      inFlight.add(send);
+      void send.finally(() => inFlight.delete(send)).catch(() => undefined);
+      if (inFlight.size >= 8) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+  } finally {
+    await producer.disconnect();
+  }
+  const stored = await topicSize(bench.kafka, topic);
+  if (stored !== count)
+    throw new Error(`pre-produced ${count} requests but ${topic} holds ${stored}`);
+  return { seconds: (now() - started) / 1000, bytesPerRequest };
+}
+
+// ─── phases ─────────────────────────────────────────────────────────────────────────────────────
+
+interface Throughput {
+  records: number;
+  seconds: number;
+  rps: number;
+  cpu_cores: { bench: number; broker: number | null };
+}
+
+function phaseTimeoutMs(records: number): number {
+  // Generous: a phase far slower than this is broken, not slow (the slowest seen is ~1 k/s).
+  return 120_000 + records * 2;
+}
+
+/** 1. kafkajs consume → produce of the same bytes: no decode, no model. */
+async function ioCeiling(
+  bench: Bench,
+  from: string,
+  to: string,
+  expected: number,
+): Promise<Throughput> {
+  // The same producer settings as the worker's sink (idempotent, acks -1, one request in flight):
+  // the ceiling is for the same delivery guarantee, not a looser one.
+  const producer = newProducer(bench.kafka, true);
+  const consumer = bench.kafka.consumer({
+    groupId: freshGroup(bench, 'io'),
+    allowAutoTopicCreation: false,
+    maxWaitTimeInMs: 100,
+  });
+  await producer.connect();
+  await consumer.connect();
+  await consumer.subscribe({ topic: from, fromBeginning: true });
+  let first = 0;
+  let last = 0;
+  let acked = 0;
+  const done = deferred();
+  const cpu = cpuMeter(bench.broker?.pid);
+  try {
+    await consumer.run({
+      autoCommitInterval: 500, // as the worker's commit.intervalMs
+      partitionsConsumedConcurrently: PARTITIONS,
+      eachBatch: async ({ batch }) => {
+        if (first === 0) first = now();
+        for (const chunk of chunksByBytes(batch.messages)) {
+          await producer.sendBatch({
+            acks: -1,
+            topicMessages: [
+              {
+                topic: to,
+                messages: chunk.map((m) => ({
+                  key: m.key,
+                  value: m.value,
+                  headers: m.headers,
+                  partition: batch.partition,
+                })),
+              },
+            ],
+          });
+          acked += chunk.length;
+        }
+        if (acked >= expected && last === 0) {
+          last = now();
+          done.resolve();
+        }
+      },
+    });
+    await within(phaseTimeoutMs(expected), 'the I/O ceiling phase', done.promise);
+  } finally {
+    await consumer.disconnect();
+    await producer.disconnect();
+  }
+  const cores = cpu();
+  const copied = await topicSize(bench.kafka, to);
+  if (copied !== expected)
+    throw new Error(`I/O ceiling copied ${copied} records, expected ${expected}`);
+  const seconds = (last - first) / 1000;
+  return { records: expected, seconds, rps: expected / seconds, cpu_cores: cores };
+}
+
+interface ComputeCeiling {
+  rps: number;
+  best_batch: number;
+  /** samples/s and milliseconds per predict call, by batch size. */
+  by_batch: Record<string, { rps: number; ms_per_batch: number }>;
+  seconds: number;
+}
+
+/** 2. The runner's predict (tensor in, predict, data() out) on prepared batches, in this thread. */
+async function computeCeiling(
+  runner: ModelRunner,
+  spec: BenchModelSpec,
+  quick: boolean,
+): Promise<ComputeCeiling> {
+  const pool = examplePool(spec, 11);
+  const width = exampleSize(spec);
+  const probeMs = quick ? 150 : 400;
+  const confirmMs = quick ? 500 : 2500;
+  const batchOf = (size: number) => {
+    const data = new Float32Array(size * width);
+    for (let i = 0; i < size; i++) data.set(pool[i % pool.length]!, i * width);
+    return { size, inputs: { x: data } };
+  };
+  const measure = async (size: number, ms: number) => {
+    const batch = batchOf(size);
+    for (let i = 0; i < 3; i++) await runner.predict(batch); // kernels and buffers for this size
+    let calls = 0;
+    const started = now();
+    while (now() - started < ms || calls < 3) {
+      await runner.predict(batch);
+      calls++;
+    }
+    const elapsed = now() - started;
+    return { rps: (calls * size) / (elapsed / 1000), ms_per_batch: elapsed / calls };
+  };
+  // JIT and the wasm heap settle first; then two passes over the sizes, keeping each size's
+  // best (a ceiling is the best sustained rate seen: a GC pause or a neighbour's burst only
+  // ever lowers a probe), then the best size once more, for longer.
+  await measure(1, probeMs);
+  await measure(256, probeMs);
+  const by_batch: ComputeCeiling['by_batch'] = {};
+  let best = 1;
+  for (let pass = 0; pass < 2; pass++) {
+    for (let size = 1; size <= 256; size *= 2) {
+      const m = await measure(size, probeMs / 2);
+      const seen = by_batch[size];
+      if (seen === undefined || m.rps > seen.rps)
+        by_batch[size] = { rps: round(m.rps), ms_per_batch: round(m.ms_per_batch, 3) };
+      if (by_batch[size]!.rps > by_batch[best]!.rps) best = size;
+    }
+  }
+  const confirmed = await measure(best, confirmMs);
+  return {
+    rps: Math.max(confirmed.rps, by_batch[best]!.rps),
+    best_batch: best,
+    by_batch,
+    seconds: (probeMs * 11 + confirmMs) / 1000,
+  };
+}
+
+interface NaiveResult extends Throughput {
+  /** Records answered before the time budget ran out (the rate is what matters). */
+  of: number;
+}
+
+/** 3. The per-request pattern: eachMessage → decode → predict(1) → encode → awaited send. */
+async function naiveWorker(
+  bench: Bench,
+  runner: ModelRunner,
+  config: StreamscoreConfig,
+  from: string,
+  to: string,
+  expected: number,
+): Promise<NaiveResult> {
+  const codec = new AvroCodec({ resultFloatEncoding: config.output.floatEncoding });
+  const { info } = runner;
+  const producer = newProducer(bench.kafka);
+  const consumer = bench.kafka.consumer({
+    groupId: freshGroup(bench, 'naive'),
+    allowAutoTopicCreation: false,
+    maxWaitTimeInMs: 100,
+  });
+  await producer.connect();
+  await consumer.connect();
+  await consumer.subscribe({ topic: from, fromBeginning: true });
+  const budgetMs = bench.options.naiveSeconds * 1000;
+  let first = 0;
+  let last = 0;
+  let answered = 0;
+  let stopped = false;
+  const done = deferred();
+  const cpu = cpuMeter(bench.broker?.pid);
+  try {
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        if (stopped) return;
+        if (first === 0) first = now();
+        const receivedAt = Date.now();
+        const request = codec.decodeRequest(message.value!);
+        const outputs = await runner.predict({ size: 1, inputs: { x: request.inputs[0]!.data } });
+        const inferredAt = Date.now();
+        const y = outputs['y']!;
+        let top = 0;
+        for (let i = 1; i < y.length; i++) if (y[i]! > y[top]!) top = i;
+        const labels = info.labels;
+        const result: InferenceResult = {
+          id: request.id,
+          model: info.name,
+          modelVersion: info.version,
+          outputs: [{ name: 'y', shape: [y.length], data: y }],
+          label: labels ? (labels[top] ?? null) : null,
+          labelIndex: labels ? top : null,
+          score: labels ? y[top]! : null,
+          requestedAt: request.requestedAt ?? Number(message.timestamp),
+          receivedAt,
+          inferredAt,
+          sentAt: Date.now(),
+        };
+        await producer.send({
+          topic: to,
+          acks: -1,
+          messages: [{ key: message.key, value: codec.encodeResult(result) }],
+        });
+        answered++;
+        last = now();
+        if (answered >= expected || last - first >= budgetMs) {
+          stopped = true;
+          done.resolve();
+        }
+      },
+    });
+    await within(budgetMs + 120_000, 'the naive worker phase', done.promise);
+  } finally {
+    await consumer.disconnect();
+    await producer.disconnect();
+  }
+  const cores = cpu();
+  const seconds = (last - first) / 1000;
+  return { records: answered, of: expected, seconds, rps: answered / seconds, cpu_cores: cores };
+}
+
+/** The configuration of every streamscore phase: defaults, plus where to read and write. */
+function streamscoreConfig(
+  bench: Bench,
+  name: BenchModelName,
+  topics: { requests: string; results: string; deadLetter: string },
+): StreamscoreConfig {
+  return loadConfig({
+    env: {},
+    overrides: {
+      kafka: { brokers: bench.brokers, groupId: freshGroup(bench, 'streamscore') },
+      topics: {
+        requests: [topics.requests],
+        results: topics.results,
+        deadLetter: topics.deadLetter,
+      },
+      model: { repository: BENCH_REPOSITORY, name, version: BENCH_VERSION },
+      log: { level: 'silent' },
+    },
+  });
+}
+
+interface StreamscoreThroughput extends Throughput {
+  batches: number;
+  mean_batch: number;
+  dead_lettered: number;
+  backend: string;
+  /** Model calls that can run at once (replicas in worker threads). */
+  replicas: number;
+  /** The largest batch the worker forms, autotuned or configured, from its start-up log. */
+  batch_size_limit: number | null;
+  /**
+   * Share of 2 ms polls during the phase in which the worker held no unanswered request: it had
+   * answered everything it had read and was waiting for the next fetch.
+   */
+  empty_fraction: number;
+  drained: boolean;
+  /** Process RSS after a full GC, before the worker started: what the benchmark itself holds. */
+  rss_at_start_mb: number;
+  peak_rss_mb: number;
+}
+
+/**
+ * 4. The real worker on the pre-produced topic. It loads and warms up the model and joins its
+ * group before it reads anything, so the rate runs from the earliest `receivedAt` among the
+ * results (when the worker read its first request) to the moment the worker's own counter of
+ * acknowledged results reaches N (polled every 2 ms).
+ */
+async function streamscoreThroughput(
+  bench: Bench,
+  name: BenchModelName,
+  requests: string,
+  expected: number,
+): Promise<{ result: StreamscoreThroughput; config: StreamscoreConfig }> {
+  const results = `${requests}.ss-results`;
+  const deadLetter = `${requests}.ss-dead-letter`;
+  await createTopics(bench, results, deadLetter);
+  const config = streamscoreConfig(bench, name, { requests, results, deadLetter });
+  collectGarbage();
+  const rssAtStart = bench.rss.sample() / 2 ** 20;
+  const rssWindow = bench.rss.window();
+  const startup = startupLog();
+  let service: Service | undefined;
+  let end: number;
+  let cores: Throughput['cpu_cores'];
+  let drained: boolean;
+  // Samples of the poll below, once the worker has read something: how often it held no
+  // unanswered request at all, i.e. waited for Kafka to hand it more.
+  let samples = 0;
+  let emptySamples = 0;
+  try {
+    service = await startService(config, { log: startup.log });
+    const cpu = cpuMeter(bench.broker?.pid);
+    const { worker } = service;
+    const snapshot = worker.metrics.snapshot;
+    end = await until(
+      phaseTimeoutMs(expected),
+      'the streamscore phase',
+      () => {
+        const answered = snapshot.produced + snapshot.deadLettered;
+        if (snapshot.received > 0 && answered < expected) {
+          samples++;
+          if (worker.inFlight === 0) emptySamples++;
+        }
+        return answered >= expected;
+      },
+      2,
+      () => `${snapshot.produced} of ${expected} answered`,
+    );
+    cores = cpu();
+    drained = (await service.stop()).drained;
+  } finally {
+    await service?.stop();
+  }
+  const peak = rssWindow();
+  const snapshot = service.worker.metrics.snapshot;
+
+  // The earliest receivedAt: results of one partition are produced in the order they were read,
+  // so it is among the first records of some result partition; reading all of them also checks
+  // that every request was answered exactly once.
+  const codec = new AvroCodec();
+  let firstReceived = Infinity;
+  const ids = new Set<string>();
+  const all = deferred();
+  const reader = await startReader(bench, results, (message) => {
+    const result = codec.decodeResult(message.value!);
+    firstReceived = Math.min(firstReceived, result.receivedAt);
+    ids.add(result.id);
+    if (ids.size >= snapshot.produced) all.resolve();
+  });
+  try {
+    await within(120_000, 'reading the streamscore results back', all.promise);
+  } finally {
+    await reader.stop();
+  }
+  if (snapshot.deadLettered > 0 || ids.size !== expected) {
+    throw new Error(
+      `streamscore answered ${ids.size} distinct requests of ${expected} (${snapshot.deadLettered} dead-lettered: ${JSON.stringify(snapshot.deadLetteredByCode)})`,
+    );
+  }
+  const seconds = (end - firstReceived) / 1000;
+  return {
+    config,
+    result: {
+      records: expected,
+      seconds,
+      rps: expected / seconds,
+      cpu_cores: cores,
+      batches: snapshot.batches,
+      mean_batch: round(snapshot.produced / snapshot.batches, 1),
+      dead_lettered: snapshot.deadLettered,
+      backend: service.model.info.backend,
+      replicas: service.model.concurrency ?? 1,
+      batch_size_limit: startup.batchSize(),
+      empty_fraction: samples > 0 ? round(emptySamples / samples, 3) : 0,
+      drained,
+      rss_at_start_mb: round(rssAtStart),
+      peak_rss_mb: round(peak),
+    },
+  };
+}
+
+/**
+ * A logger for startService that prints nothing and keeps only the record that carries the
+ * batch size the worker chose at start (autotuned or configured: a numeric `batchSize` field).
+ */
+function startupLog(): { log: Logger; batchSize(): number | null } {
+  let batchSize: number | null = null;
+  const destination = {
+    write(line: string) {
+      if (!line.includes('"batchSize"')) return;
+      try {
+        const record = JSON.parse(line) as { batchSize?: unknown };
+        if (typeof record.batchSize === 'number') batchSize = record.batchSize;
+      } catch {
+        // not one line of JSON: not the record we keep
+      }
+    },
+  };
+  return { log: createLogger('info', destination), batchSize: () => batchSize };
+}
+
+/**
+ * A paced producer: `rate` requests/s for `seconds`, sent every PACED_TICK_MS with requestedAt
+ * set at send time. Sends are not awaited one by one, so a slow acknowledgement does not slow
+ * the pace; but at most PACED_MAX_PENDING sends (of ≤ CHUNK_BYTES) are unacknowledged at once,
+ * which bounds what this producer holds in memory (it shares the process with the worker whose
+ * RSS is measured). Falling behind is caught up later, up to that window.
+ */
+async function offer(
+  producer: Producer,
+  spec: BenchModelSpec,
+  topic: string,
+  prefix: string,
+  rate: number,
+  seconds: number,
+): Promise<{ sent: number; seconds: number; rps: number }> {
+  const codec = new AvroCodec();
+  const pool = examplePool(spec, 13);
+  const total = Math.max(1, Math.round(rate * seconds));
+  // Requests are all about this size: it decides how many fit in the window of pending sends.
+  const perSend = Math.max(
+    1,
+    Math.floor(CHUNK_BYTES / encodeRequest(codec, spec, pool, `${prefix}-${total}`, 0, 0).length),
+  );
+  const pending = new Set<Promise<unknown>>();
+  let failure: unknown;
+  let sent = 0;
+  const started = now();
+  // Stops at the deadline even when behind (the achieved rate then says so): a producer that
+  // cannot keep up must not turn "N seconds of load" into a longer, different test.
+  while (sent < total && now() - started < seconds * 1000) {
+    if (failure !== undefined) break;
+    const elapsed = now() - started;
+    const room = (PACED_MAX_PENDING - pending.size) * perSend;
+    const due = Math.min(total, Math.floor((rate * elapsed) / 1000) + 1, sent + room) - sent;
+    if (due > 0) {
+      const requestedAt = Date.now();
+      const messages = [];
+      for (let i = sent; i < sent + due; i++) {
+        messages.push({
+          key: `${prefix}-${i}`,
+          value: encodeRequest(codec, spec, pool, `${prefix}-${i}`, i, requestedAt),
+          partition: i % PARTITIONS,
+        });
+      }
+      sent += due;
+      // A catch-up after a stall can be large: keep each request under the broker's limit.
+      for (const chunk of chunksByBytes(messages)) {
+        const send = producer.send({ topic, acks: -1, messages: chunk }).catch((err: unknown) => {
+          failure ??= err;
+        });
+        pending.add(send);
+        void send.finally(() => pending.delete(send));
+      }
+    }
+    await sleep(PACED_TICK_MS);
+  }
+  await Promise.all(pending);
+  if (failure !== undefined) throw failure;
+  const elapsed = (now() - started) / 1000;
+  return { sent, seconds: elapsed, rps: sent / elapsed };
+}
+
+interface LatencyAtLoad {
+  load_pct: number;
+  offered_rps: number;
+  achieved_rps: number;
+  requests: number;
+  answered: number;
+  p50_ms: number;
+  p95_ms: number;
+  p99_ms: number;
+  max_ms: number;
+  /** Medians of the parts of a request's life, from the result's timestamps. */
+  breakdown_p50_ms: {
+    /** requestedAt → receivedAt: our producer, the broker, the worker's fetch. */
+    to_worker: number;
+    /** receivedAt → inferredAt: waiting for the batch to fill, queueing, inference. */
+    batch_and_inference: number;
+    /** inferredAt → read: encode, produce and acknowledge, our reader's fetch. */
+    to_reader: number;
+  };
+}
+
+interface OverloadResult {
+  offered_rps: number;
+  achieved_offer_rps: number;
+  seconds: number;
+  requests: number;
+  peak_rss_mb: number;
+  rss_mb_per_second: number[];
+  /**
+   * The main thread's share of that RSS, per second: V8 heap in use, and memory outside it
+   * (Buffers, ArrayBuffers). What RSS holds beyond both is worker threads (model replicas, with
+   * their wasm heaps), code and native allocations.
+   */
+  main_thread_mb_per_second: { heap_used: number[]; external: number[] };
+  drain_seconds: number;
+  drained: boolean;
+}
+
+/**
+ * Latency: a second worker on a fresh, empty topic. After it has joined, a paced producer offers
+ * 25, 50 and 75 % of the saturation rate, each for a fixed time, and a reader computes
+ * end-to-end latency = result read time − requestedAt. Each load is answered in full before the
+ * next one starts. With --overload, 3× the saturation rate follows, then the drain.
+ */
+async function latencyAndOverload(
+  bench: Bench,
+  spec: BenchModelSpec,
+  saturationRps: number,
+): Promise<{ loads: LatencyAtLoad[]; overload?: OverloadResult; peak_rss_mb: number }> {
+  const base = `bench.${bench.runId}.${spec.name}.latency`;
+  const topics = { requests: base, results: `${base}.results`, deadLetter: `${base}.dead-letter` };
+  await createTopics(bench, topics.requests, topics.results, topics.deadLetter);
+  const config = streamscoreConfig(bench, spec.name, topics);
+  collectGarbage();
+  const rssWindow = bench.rss.window();
+  const producer = newProducer(bench.kafka);
+  const codec = new AvroCodec();
+  const seen = new Map<
+    string,
+    { latency: number[]; toWorker: number[]; batch: number[]; toReader: number[] }
+  >();
+  let service: Service | undefined;
+  let reader: { stop(): Promise<void> } | undefined;
+  const loads: LatencyAtLoad[] = [];
+  let overload: OverloadResult | undefined;
+  try {
+    await producer.connect();
+    service = await startService(config, { log: createLogger(config.log.level) });
+    reader = await startReader(bench, topics.results, (message, readAt) => {
+      const r = codec.decodeResult(message.value!);
+      const prefix = r.id.slice(0, r.id.indexOf('-'));
+      let s = seen.get(prefix);
+      if (!s) seen.set(prefix, (s = { latency: [], toWorker: [], batch: [], toReader: [] }));
+      s.latency.push(readAt - r.requestedAt);
+      s.toWorker.push(r.receivedAt - r.requestedAt);
+      s.batch.push(r.inferredAt - r.receivedAt);
+      s.toReader.push(readAt - r.inferredAt);
+    });
+    const answered = (prefix: string) => seen.get(prefix)?.latency.length ?? 0;
+
+    // Warm-up at the lowest load (connections, first fetches, JIT, and time for a batch-size
+    // autotuner to settle); not reported.
+    const warmRate = (saturationRps * LOAD_LEVELS[0]) / 100;
+    const warmSeconds = Math.min(3, bench.options.loadSeconds / 2);
+    const warm = await offer(producer, spec, topics.requests, 'W', warmRate, warmSeconds);
+    await until(60_000, 'the latency warm-up', () => answered('W') >= warm.sent, 20);
+
+    for (const pct of LOAD_LEVELS) {
+      const rate = (saturationRps * pct) / 100;
+      const prefix = `L${pct}`;
+      const sent = await offer(
+        producer,
+        spec,
+        topics.requests,
+        prefix,
+        rate,
+        bench.options.loadSeconds,
+      );
+      await until(
+        60_000,
+        `answering the ${pct} % load`,
+        () => answered(prefix) >= sent.sent,
+        20,
+        () => `${answered(prefix)} of ${sent.sent} answered`,
+      );
+      const s = seen.get(prefix)!;
+      loads.push({
+        load_pct: pct,
+        offered_rps: round(rate),
+        achieved_rps: round(sent.rps),
+        requests: sent.sent,
+        answered: s.latency.length,
+        p50_ms: percentile(s.latency, 50),
+        p95_ms: percentile(s.latency, 95),
+        p99_ms: percentile(s.latency, 99),
+        max_ms: percentile(s.latency, 100),
+        breakdown_p50_ms: {
+          to_worker: percentile(s.toWorker, 50),
+          batch_and_inference: percentile(s.batch, 50),
+          to_reader: percentile(s.toReader, 50),
+        },
+      });
+    }
+    await reader.stop();
+    reader = undefined;
+
+    if (bench.options.overload) {
+      const snapshot = service.worker.metrics.snapshot;
+      const before = snapshot.produced + snapshot.deadLettered;
+      const rssPerSecond: number[] = [];
+      const mainThread = { heap_used: [] as number[], external: [] as number[] };
+      const overloadWindow = bench.rss.window();
+      const sampler = setInterval(() => {
+        rssPerSecond.push(round(bench.rss.sample() / 2 ** 20));
+        const usage = process.memoryUsage();
+        mainThread.heap_used.push(round(usage.heapUsed / 2 ** 20));
+        mainThread.external.push(round(usage.external / 2 ** 20));
+      }, 1000);
+      try {
+        const rate = saturationRps * 3;
+        say(`  overload: offering ${fmtRate(rate)}/s for ${bench.options.overloadSeconds} s…`);
+        const o = await offer(
+          producer,
+          spec,
+          topics.requests,
+          'O',
+          rate,
+          bench.options.overloadSeconds,
+        );
+        const offerEnd = now();
+        const drainedAt = await until(
+          900_000,
+          'draining after the overload',
+          () => snapshot.produced + snapshot.deadLettered - before >= o.sent,
+          50,
+          () => `${snapshot.produced - before} of ${o.sent} answered`,
+        );
+        overload = {
+          offered_rps: round(rate),
+          achieved_offer_rps: round(o.rps),
+          seconds: round(o.seconds, 1),
+          requests: o.sent,
+          peak_rss_mb: 0,
+          rss_mb_per_second: rssPerSecond,
+          main_thread_mb_per_second: mainThread,
+          drain_seconds: round((drainedAt - offerEnd) / 1000, 1),
+          drained: false,
+        };
+      } finally {
+        clearInterval(sampler);
+      }
+      overload.drained = (await service.stop()).drained;
+      overload.peak_rss_mb = round(overloadWindow());
+    }
+  } finally {
+    await reader?.stop();
+    await service?.stop();
+    await producer.disconnect();
+  }
+  return { loads, ...(overload ? { overload } : {}), peak_rss_mb: round(rssWindow()) };
+}
+
+// ─── one model ──────────────────────────────────────────────────────────────────────────────────
+
+interface ModelReport {
+  // The fields the issue asks for.
+  streamscore_rps: number;
+  io_ceiling_rps: number;
+  compute_ceiling_rps: number;
+  naive_rps: number;
+  ratio_vs_ceiling: number;
+  ratio_vs_naive: number;
+  p99_ms_at_50pct_load: number;
+  peak_rss_mb: number;
+  machine: Machine;
+  date: string;
+  // More detail.
+  title: string;
+  requests: number;
+  request_bytes: number;
+  pre_produce_rps: number;
+  compute_best_batch: number;
+  compute_by_batch: ComputeCeiling['by_batch'];
+  phases: {
+    io_ceiling: Throughput;
+    naive: NaiveResult;
+    streamscore: StreamscoreThroughput;
+  };
+  latency: LatencyAtLoad[];
+  overload?: OverloadResult;
+  targets: Target[];
+  /** The configuration the worker ran with: defaults, apart from brokers, group and topics. */
+  streamscore_config: Pick<StreamscoreConfig, 'batching' | 'model' | 'output' | 'commit'> & {
+    kafka: Pick<StreamscoreConfig['kafka'], 'fetchMaxWaitMs' | 'sessionTimeoutMs' | 'compression'>;
+  };
+}
+
+interface Target {
+  what: string;
+  target: string;
+  actual: string;
+  met: boolean;
+}
+
+async function benchModel(
+  bench: Bench,
+  name: BenchModelName,
+  machine: Machine,
+): Promise<ModelReport> {
+  const spec = BENCH_MODELS[name];
+  const date = new Date().toISOString();
+  const count = Math.max(100, Math.round(spec.defaultRequests * bench.options.requests));
+  const requests = `bench.${bench.runId}.${name}.requests`;
+  await createTopics(bench, requests, `${requests}.io`, `${requests}.naive`);
+
+  say(
+    `\n• ${spec.title}: pre-producing ${fmtInt(count)} requests to ${requests} (${PARTITIONS} partitions)…`,
+  );
+  const pre = await preProduce(bench, spec, requests, count);
+  say(`  ${fmtInt(count)} × ${pre.bytesPerRequest} B in ${pre.seconds.toFixed(1)} s`);
+
+  say('  1/4 I/O ceiling: kafkajs eachBatch → sendBatch(acks -1), the same bytes…');
+  const io = await ioCeiling(bench, requests, `${requests}.io`, count);
+  say(`      ${fmtRate(io.rps)}/s`);
+
+  say('  2/4 compute ceiling: runner.predict on prepared batches, batch 1…256…');
+  const { tf, backend } = await selectBackend('wasm', silentLogger);
+  const runner = await loadModel(benchModelDir(name), { tf, backend, log: silentLogger });
+  let compute: ComputeCeiling;
+  let naive: NaiveResult;
+  const defaults = loadConfig({ env: {} });
+  try {
+    compute = await computeCeiling(runner, spec, bench.options.quick);
+    say(`      ${fmtRate(compute.rps)}/s at batch ${compute.best_batch} (${backend})`);
+    say(
+      `  3/4 naive worker: eachMessage → decode → predict(1) → encode → await send (≤ ${bench.options.naiveSeconds} s)…`,
+    );
+    naive = await naiveWorker(bench, runner, defaults, requests, `${requests}.naive`, count);
+    say(
+      `      ${fmtRate(naive.rps)}/s (${fmtInt(naive.records)} requests in ${naive.seconds.toFixed(1)} s)`,
+    );
+  } finally {
+    await runner.dispose();
+  }
+
+  say('  4/4 streamscore with defaults (startService, in this process)…');
+  const ss = await streamscoreThroughput(bench, name, requests, count);
+  say(
+    `      ${fmtRate(ss.result.rps)}/s (mean batch ${ss.result.mean_batch}, ${ss.result.seconds.toFixed(1)} s)`,
+  );
+
+  say(
+    `  latency: ${LOAD_LEVELS.map((p) => `${p} %`).join(', ')} of ${fmtRate(ss.result.rps)}/s, ${bench.options.loadSeconds} s each…`,
+  );
+  const lat = await latencyAndOverload(bench, spec, ss.result.rps);
+
+  const ceiling = Math.min(io.rps, compute.rps);
+  const at50 = lat.loads.find((l) => l.load_pct === 50)!;
+  const report: ModelReport = {
+    streamscore_rps: round(ss.result.rps),
+    io_ceiling_rps: round(io.rps),
+    compute_ceiling_rps: round(compute.rps),
+    naive_rps: round(naive.rps),
+    ratio_vs_ceiling: round(ss.result.rps / ceiling, 3),
+    ratio_vs_naive: round(ss.result.rps / naive.rps, 2),
+    p99_ms_at_50pct_load: at50.p99_ms,
+    peak_rss_mb: Math.max(ss.result.peak_rss_mb, lat.peak_rss_mb),
+    machine: { ...machine, backend: ss.result.backend },
+    date,
+    title: spec.title,
+    requests: count,
+    request_bytes: pre.bytesPerRequest,
+    pre_produce_rps: round(count / pre.seconds),
+    compute_best_batch: compute.best_batch,
+    compute_by_batch: compute.by_batch,
+    phases: {
+      io_ceiling: roundThroughput(io),
+      naive: roundThroughput(naive),
+      streamscore: roundThroughput(ss.result),
+    },
+    latency: lat.loads,
+    ...(lat.overload ? { overload: lat.overload } : {}),
+    targets: [],
+    streamscore_config: {
+      batching: ss.config.batching,
+      model: { ...ss.config.model, repository: path.relative(ROOT, ss.config.model.repository) },
+      output: ss.config.output,
+      commit: ss.config.commit,
+      kafka: {
+        fetchMaxWaitMs: ss.config.kafka.fetchMaxWaitMs,
+        sessionTimeoutMs: ss.config.kafka.sessionTimeoutMs,
+        compression: ss.config.kafka.compression,
+      },
+    },
+  };
+  report.targets = targetsFor(
+    name,
+    report,
+    compute,
+    ss.config,
+    ss.result.batch_size_limit ?? ss.config.batching.maxBatchSize,
+  );
+  return report;
+}
+
+function roundThroughput<T extends Throughput>(t: T): T {
+  return { ...t, seconds: round(t.seconds, 2), rps: round(t.rps) };
+}
+
+/** The issue's targets. They are reported, never asserted: benchmarks are not tests. */
+function targetsFor(
+  name: BenchModelName,
+  r: ModelReport,
+  compute: ComputeCeiling,
+  config: StreamscoreConfig,
+  batchSize: number,
+): Target[] {
+  const targets: Target[] = [];
+  if (name === 'tabular') {
+    const vsIo = r.streamscore_rps / r.io_ceiling_rps;
+    targets.push({
+      what: 'throughput vs I/O ceiling',
+      target: '≥ 0.85 × I/O ceiling',
+      actual: `${vsIo.toFixed(2)} ×`,
+      met: vsIo >= 0.85,
+    });
+    targets.push({
+      what: 'throughput vs naive',
+      target: '≥ 10 × naive',
+      actual: `${r.ratio_vs_naive.toFixed(1)} ×`,
+      met: r.ratio_vs_naive >= 10,
+    });
+  } else {
+    targets.push({
+      what: 'throughput vs ceilings',
+      target: '≥ 0.85 × min(I/O, compute)',
+      actual: `${r.ratio_vs_ceiling.toFixed(2)} ×`,
+      met: r.ratio_vs_ceiling >= 0.85,
+    });
+  }
+  // "Batch inference time": one predict call at the batch size the worker used (autotuned or
+  // configured; the nearest measured power of two at or below it), from the compute phase.
+  const sizes = Object.keys(compute.by_batch).map(Number);
+  const size = Math.max(...sizes.filter((s) => s <= batchSize), 1);
+  const batchMs = compute.by_batch[size]!.ms_per_batch;
+  const limit = config.batching.maxDelayMs + 2 * batchMs + 20;
+  targets.push({
+    what: 'p99 latency at 50 % load',
+    target: `≤ ${limit.toFixed(1)} ms (max delay ${config.batching.maxDelayMs} + 2 × ${batchMs.toFixed(2)} ms at batch ${size} + 20)`,
+    actual: `${r.p99_ms_at_50pct_load} ms`,
+    met: r.p99_ms_at_50pct_load <= limit,
+  });
+  if (r.overload) {
+    targets.push({
+      what: 'peak RSS under 3× overload',
+      target: '< 1024 MB, and drains',
+      actual: `${r.overload.peak_rss_mb} MB, drained in ${r.overload.drain_seconds} s`,
+      met: r.overload.peak_rss_mb < 1024 && r.overload.drained,
+    });
+  }
+  return targets;
+}
+
+// ─── output ─────────────────────────────────────────────────────────────────────────────────────
+
+interface Machine {
+  cores: number;
+  cpu_model: string;
+  node: string;
+  backend: string;
+  platform: string;
+  memory_gb: number;
+  kafka: string;
+  /** 1-minute load average before and after the run: other work on the machine skews results. */
+  load_average: { start: number; end: number | null };
+}
+
+const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/** 1234 → "1,234"; 123456 → "123k"; keeps three significant digits past 10k. */
+function fmtRate(n: number): string {
+  if (!Number.isFinite(n)) return '—';
+  if (n >= 1e6) return `${(n / 1e6).toPrecision(3)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toPrecision(3)}k`;
+  return fmtInt(n);
+}
+
+function printTable(r: ModelReport): void {
+  const row = (a: string, b: string, c = '') => say(`  ${a.padEnd(36)}${b.padStart(12)}   ${c}`);
+  const io = r.phases.io_ceiling;
+  const ss = r.phases.streamscore;
+  say(
+    `\n${r.title} — ${fmtInt(r.requests)} requests of ${r.request_bytes} B, ${PARTITIONS} partitions`,
+  );
+  row('phase', 'records/s', 'how');
+  row(
+    'I/O ceiling',
+    fmtInt(r.io_ceiling_rps),
+    `kafkajs eachBatch → sendBatch, acks -1 (cpu ${io.cpu_cores.bench} + broker ${io.cpu_cores.broker ?? '?'} cores)`,
+  );
+  row(
+    'compute ceiling',
+    fmtInt(r.compute_ceiling_rps),
+    `predict at batch ${r.compute_best_batch}, ${r.machine.backend}, no Kafka`,
+  );
+  row(
+    'naive worker',
+    fmtInt(r.naive_rps),
+    `per message, ${fmtInt(r.phases.naive.records)} requests in ${r.phases.naive.seconds} s`,
+  );
+  row(
+    'streamscore (defaults)',
+    fmtInt(r.streamscore_rps),
+    `batches ≤ ${ss.batch_size_limit ?? '?'}, mean ${ss.mean_batch}; ${ss.replicas} replica(s); nothing in flight ${Math.round(ss.empty_fraction * 100)} % of the time; cpu ${ss.cpu_cores.bench} + broker ${ss.cpu_cores.broker ?? '?'} cores`,
+  );
+  row(
+    'streamscore / ceiling',
+    r.ratio_vs_ceiling.toFixed(2),
+    `min(I/O, compute) = ${fmtInt(Math.min(r.io_ceiling_rps, r.compute_ceiling_rps))}/s`,
+  );
+  row('streamscore / naive', r.ratio_vs_naive.toFixed(1));
+  for (const l of r.latency) {
+    row(
+      `latency at ${l.load_pct} % (${fmtRate(l.offered_rps)}/s)`,
+      `p99 ${l.p99_ms} ms`,
+      `p50 ${l.p50_ms} ms, p95 ${l.p95_ms} ms, max ${l.max_ms} ms; median to worker ${l.breakdown_p50_ms.to_worker} / batch+infer ${l.breakdown_p50_ms.batch_and_inference} / to reader ${l.breakdown_p50_ms.to_reader} ms`,
+    );
+  }
+  row(
+    'peak RSS (whole process)',
+    `${r.peak_rss_mb} MB`,
+    `during the streamscore phases; ${ss.rss_at_start_mb} MB after a GC before the worker started`,
+  );
+  if (r.overload) {
+    row(
+      `overload 3× (${fmtRate(r.overload.offered_rps)}/s)`,
+      `${r.overload.peak_rss_mb} MB`,
+      `offered ${fmtRate(r.overload.achieved_offer_rps)}/s for ${r.overload.seconds} s; drained in ${r.overload.drain_seconds} s`,
+    );
+  }
+  for (const t of r.targets) {
+    row(`target: ${t.what}`, t.met ? '✓ met' : '✗ not met', `${t.actual}; target ${t.target}`);
+  }
+}
+
+/** Markdown summary, for bench/README.md and the project README. */
+function markdownTable(models: Record<string, ModelReport>): string {
+  const lines = [
+    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | p50 / p95 / p99 at 50 % load | peak RSS |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of Object.values(models)) {
+    const l = r.latency.find((x) => x.load_pct === 50)!;
+    lines.push(
+      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+const escapeXml = (text: string) =>
+  text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+/** Axis labels: 100, 1k, 20k, 1M. */
+function fmtTick(v: number): string {
+  if (v >= 1e6) return `${v / 1e6}M`;
+  if (v >= 1e3) return `${v / 1e3}k`;
+  return String(v);
+}
+
+/** A grouped bar chart of records/s per model and phase, log scale, as a standalone SVG. */
+function renderChart(models: Record<string, ModelReport>, subtitle: string): string {
+  const series = [
+    { key: 'io_ceiling_rps', label: 'I/O ceiling (kafkajs copy)', color: '#7f8c9a' },
+    { key: 'compute_ceiling_rps', label: 'compute ceiling (predict)', color: '#c9a227' },
+    { key: 'naive_rps', label: 'naive (per message)', color: '#c0504d' },
+    { key: 'streamscore_rps', label: 'streamscore (defaults)', color: '#2e8b57' },
+  ] as const;
+  const reports = Object.values(models);
+  const values = reports.flatMap((r) => series.map((s) => r[s.key])).filter((v) => v > 0);
+  const lo = 10 ** Math.floor(Math.log10(Math.min(...values)));
+  const hi = 10 ** Math.ceil(Math.log10(Math.max(...values)));
+  const W = 960;
+  const H = 560;
+  const m = { left: 90, right: 24, top: 110, bottom: 96 };
+  const plotW = W - m.left - m.right;
+  const plotH = H - m.top - m.bottom;
+  const y = (v: number) =>
+    m.top + plotH * (1 - (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
+  const out: string[] = [];
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif">`,
+    `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
+    `<text x="${m.left}" y="32" font-size="20" font-weight="bold" fill="#222">streamscore throughput: records/s by phase (log scale)</text>`,
+    `<text x="${m.left}" y="54" font-size="12" fill="#555">${escapeXml(subtitle)}</text>`,
+  );
+  // Legend, one row.
+  let lx = m.left;
+  for (const s of series) {
+    out.push(
+      `<rect x="${lx}" y="70" width="14" height="14" fill="${s.color}"/>`,
+      `<text x="${lx + 20}" y="82" font-size="12" fill="#333">${escapeXml(s.label)}</text>`,
+    );
+    lx += 26 + s.label.length * 6.6;
+  }
+  out.push(
+    `<line x1="${lx}" x2="${lx + 18}" y1="77" y2="77" stroke="#1f5f3a" stroke-width="2" stroke-dasharray="5 3"/>`,
+    `<text x="${lx + 24}" y="82" font-size="12" fill="#333">target</text>`,
+  );
+  // Axis with decade lines and 2×/5× minor lines.
+  for (let decade = lo; decade <= hi; decade *= 10) {
+    for (const k of [1, 2, 5]) {
+      const v = decade * k;
+      if (v > hi) break;
+      const yy = y(v).toFixed(1);
+      out.push(
+        `<line x1="${m.left}" x2="${W - m.right}" y1="${yy}" y2="${yy}" stroke="${k === 1 ? '#cfcfcf' : '#eeeeee'}" stroke-width="1"/>`,
+      );
+      if (k === 1 || hi / lo <= 1000) {
+        out.push(
+          `<text x="${m.left - 8}" y="${(y(v) + 4).toFixed(1)}" font-size="12" text-anchor="end" fill="${k === 1 ? '#333' : '#888'}">${fmtTick(v)}</text>`,
+        );
+      }
+    }
+  }
+  out.push(
+    `<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${m.top + plotH}" stroke="#333"/>`,
+    `<line x1="${m.left}" x2="${W - m.right}" y1="${m.top + plotH}" y2="${m.top + plotH}" stroke="#333"/>`,
+    `<text transform="translate(22 ${m.top + plotH / 2}) rotate(-90)" font-size="13" text-anchor="middle" fill="#333">records per second</text>`,
+  );
+  const groupW = plotW / reports.length;
+  const barW = Math.min(56, (groupW * 0.78) / series.length);
+  Object.entries(models).forEach(([name, r], g) => {
+    const x0 = m.left + g * groupW + (groupW - barW * series.length) / 2;
+    series.forEach((s, i) => {
+      const v = r[s.key];
+      const x = x0 + i * barW;
+      const top = y(Math.max(v, lo));
+      out.push(
+        `<rect x="${(x + 2).toFixed(1)}" y="${top.toFixed(1)}" width="${(barW - 4).toFixed(1)}" height="${(m.top + plotH - top).toFixed(1)}" fill="${s.color}"><title>${escapeXml(`${r.title}, ${s.label}: ${fmtInt(v)}/s`)}</title></rect>`,
+        `<text x="${(x + barW / 2).toFixed(1)}" y="${(top - 5).toFixed(1)}" font-size="11" text-anchor="middle" fill="#222">${fmtRate(v)}</text>`,
+      );
+    });
+    const cx = (m.left + g * groupW + groupW / 2).toFixed(1);
+    out.push(
+      `<text x="${cx}" y="${m.top + plotH + 22}" font-size="14" font-weight="bold" text-anchor="middle" fill="#222">${escapeXml(r.title)}</text>`,
+      `<text x="${cx}" y="${m.top + plotH + 42}" font-size="12" text-anchor="middle" fill="#444">streamscore: ${r.ratio_vs_ceiling.toFixed(2)} × ceiling, ${r.ratio_vs_naive.toFixed(1)} × naive</text>`,
+      `<text x="${cx}" y="${m.top + plotH + 60}" font-size="12" text-anchor="middle" fill="#444">p99 at 50 % load ${r.p99_ms_at_50pct_load} ms, RSS ${r.peak_rss_mb} MB</text>`,
+    );
+    // The throughput target (0.85 × the ceiling it is held to) as a dashed mark over streamscore's bar.
+    const target =
+      0.85 *
+      (name === 'tabular' ? r.io_ceiling_rps : Math.min(r.io_ceiling_rps, r.compute_ceiling_rps));
+    const tx = x0 + (series.length - 1) * barW;
+    const ty = y(target).toFixed(1);
+    out.push(
+      `<line x1="${(tx - 4).toFixed(1)}" x2="${(tx + barW + 4).toFixed(1)}" y1="${ty}" y2="${ty}" stroke="#1f5f3a" stroke-width="2" stroke-dasharray="5 3"/>`,
+      `<text x="${(tx + barW + 6).toFixed(1)}" y="${(Number(ty) + 4).toFixed(1)}" font-size="10" fill="#1f5f3a">target</text>`,
+    );
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+function chartSubtitle(report: {
+  machine: Machine;
+  git: { sha: string; dirty: boolean };
+  date: string;
+}): string {
+  const { machine, git, date } = report;
+  return `${machine.cores} cores ${machine.cpu_model}, Node ${machine.node}, tfjs ${machine.backend}; ${git.sha}${git.dirty ? ' (dirty)' : ''}, ${date.slice(0, 10)}`;
+}
+
+/** --render: redraw the chart from a results file (after a change to the drawing, say). */
+async function renderOnly(file: string, out: string): Promise<void> {
+  const report = JSON.parse(readFileSync(path.resolve(file), 'utf8')) as Parameters<
+    typeof chartSubtitle
+  >[0] & { models: Record<string, ModelReport> };
+  await mkdir(out, { recursive: true });
+  await writeAtomically(
+    path.join(out, 'latest.svg'),
+    renderChart(report.models, chartSubtitle(report)),
+  );
+  say(`• Wrote ${path.relative(ROOT, path.join(out, 'latest.svg'))} from ${file}`);
+}
+
+async function writeAtomically(file: string, text: string): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, text);
+  await rename(tmp, file);
+}
+
+function git(args: string[]): string | null {
+  try {
+    return execFileSync('git', args, {
+      cwd: ROOT,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+  } catch {
+    return null;
+  }
+}
+
+// ─── main ───────────────────────────────────────────────────────────────────────────────────────
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv);
+  if (options.render !== undefined) return renderOnly(options.render, options.out);
+  const startedAt = now();
+  const loadAtStart = round(os.loadavg()[0]!, 2);
+  const date = new Date().toISOString();
+  const rss = new RssSampler(50);
+  const externalBrokers = process.env['STREAMSCORE_KAFKA_BROKERS']
+    ?.split(',')
+    .map((b) => b.trim())
+    .filter(Boolean);
+
+  // Models first: a wrong model definition should fail before a broker is started.
+  const { tf } = await selectBackend('wasm', silentLogger);
+  const built = await ensureBenchModels(tf, options.models);
+  say(
+    `• Benchmark models in ${path.relative(ROOT, BENCH_REPOSITORY)}: ${options.models.join(', ')}${built.length > 0 ? ` (built ${built.join(', ')})` : ''}`,
+  );
+
+  let broker: LocalBroker | undefined;
+  const bench: Partial<Bench> = {};
+  const cleanup = async () => {
+    if (bench.kafka && !broker && bench.topics && bench.topics.length > 0) {
+      // Our topics on someone else's broker; a local one is thrown away with its data.
+      const admin = bench.kafka.admin();
+      await admin
+        .connect()
+        .then(() => admin.deleteTopics({ topics: bench.topics! }))
+        .catch((err: unknown) => say(`  could not delete the benchmark topics: ${String(err)}`))
+        .finally(() => admin.disconnect());
+    }
+    await broker?.stop();
+    rss.stop();
+  };
+  process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
+
+  try {
+    let brokers: string[];
+    let kafkaNote: string;
+    if (externalBrokers && externalBrokers.length > 0) {
+      brokers = externalBrokers;
+      kafkaNote = `external (${brokers.join(',')})`;
+      say(`• Kafka: ${brokers.join(',')} (STREAMSCORE_KAFKA_BROKERS)`);
+    } else {
+      say('• No STREAMSCORE_KAFKA_BROKERS: starting a local Kafka broker…');
+      const t0 = now();
+      broker = await startLocalBroker();
+      brokers = broker.brokers;
+      kafkaNote =
+        'local Apache Kafka 4.3.1, one KRaft node on loopback, 512 MiB heap, same machine';
+      say(`  up at ${brokers.join(',')} after ${((now() - t0) / 1000).toFixed(1)} s`);
+    }
+    const kafkaConfig = loadConfig({
+      env: {},
+      overrides: { kafka: { brokers, clientId: 'streamscore-bench' } },
+    }).kafka;
+    Object.assign(bench, {
+      kafka: createKafka(kafkaConfig, silentLogger),
+      brokers,
+      broker,
+      runId: Date.now().toString(36),
+      options,
+      rss,
+      topics: [],
+      groupSeq: 0,
+    } satisfies Bench);
+    const b = bench as Bench;
+
+    const cpus = os.cpus();
+    const machine: Machine = {
+      cores: cpus.length,
+      cpu_model: cpus[0]?.model.trim() ?? 'unknown',
+      node: process.version,
+      backend: 'wasm',
+      platform: `${os.type()} ${os.release()} ${os.arch()}`,
+      memory_gb: round(os.totalmem() / GiB, 1),
+      kafka: kafkaNote,
+      load_average: { start: loadAtStart, end: null },
+    };
+    say(
+      `• ${machine.cores} cores (${machine.cpu_model}), Node ${machine.node}; the worker runs in this process, with the producers and readers of the benchmark`,
+    );
+    if (loadAtStart > 1) {
+      say(
+        `  note: load average ${loadAtStart} before the run: other processes use the CPU, so figures will be lower and noisier`,
+      );
+    }
+
+    const models: Record<string, ModelReport> = {};
+    for (const name of options.models) {
+      models[name] = await benchModel(b, name, machine);
+      printTable(models[name]);
+    }
+    machine.backend = Object.values(models)[0]?.machine.backend ?? machine.backend;
+    machine.load_average.end = round(os.loadavg()[0]!, 2);
+
+    const seconds = (now() - startedAt) / 1000;
+    const sha = git(['rev-parse', '--short', 'HEAD']) ?? 'nogit';
+    const dirty = (git(['status', '--porcelain']) ?? '') !== '';
+    const report = {
+      date,
+      git: { sha, dirty },
+      command: `npx tsx bench/run.ts ${process.argv.slice(2).join(' ')}`.trim(),
+      machine,
+      duration_s: round(seconds, 1),
+      process_max_rss_mb: round(process.resourceUsage().maxRSS / 1024),
+      method: {
+        process:
+          'one Node process runs every phase: the benchmark producers and readers and the streamscore worker (startService) share it; the broker is a separate JVM',
+        throughput:
+          'records / (last acknowledged produce − first record handed to the consumer); group joins, model load and warm-up are not counted. streamscore: from the earliest receivedAt in its results to its acknowledged-results counter reaching N (polled every 2 ms)',
+        io_ceiling: `kafkajs consumer group, eachBatch, partitionsConsumedConcurrently ${PARTITIONS}; sendBatch of the same key/value/headers, ≤ 512 KiB per request, idempotent producer, acks -1, maxInFlightRequests 1 (as the worker's sink)`,
+        compute_ceiling:
+          'runner.predict (tensor from a packed Float32Array → model.predict → data()) on prepared batches; each power of two 1..256 probed briefly, the best one measured again',
+        naive:
+          'kafkajs eachMessage: Avro decode → predict(batch of 1) → Avro encode → producer.send awaited (acks -1), one message at a time; stops after its time budget',
+        streamscore:
+          'startService with the default configuration; only brokers, group, topics and model set',
+        latency:
+          'a second worker on an empty topic; a paced producer (every 5 ms, requestedAt = send time) offers 25/50/75 % of the measured streamscore rate; latency = result read time (reader in this process) − requestedAt',
+        peak_rss:
+          'process RSS sampled every 50 ms during the streamscore phases: worker, wasm heap and the benchmark itself',
+      },
+      models,
+    };
+    await mkdir(options.out, { recursive: true });
+    const stem = `${date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}-${sha}`;
+    const json = JSON.stringify(report, null, 2) + '\n';
+    const svg = renderChart(models, chartSubtitle(report));
+    await writeAtomically(path.join(options.out, `${stem}.json`), json);
+    await writeAtomically(path.join(options.out, 'latest.json'), json);
+    await writeAtomically(path.join(options.out, 'latest.svg'), svg);
+
+    say('\nSummary (markdown):\n');
+    say(markdownTable(models));
+    say(
+      `\n• Wrote ${path.relative(ROOT, path.join(options.out, `${stem}.json`))}, latest.json and latest.svg in ${path.relative(ROOT, options.out)}/ (${seconds.toFixed(0)} s in all)`,
+    );
+  } finally {
+    await cleanup();
+  }
+}
+
+main().then(
+  () => process.exit(0), // kafkajs and tfjs may leave handles open; everything was stopped
+  (err: unknown) => {
+    process.stderr.write(
+      `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    process.exit(1);
+  },
+);
