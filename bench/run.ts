@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: streamscore against its ceilings, on a real Kafka broker, in one process.
+ * `npm run bench`: streamscore against its ceilings, on a real Kafka broker.
  *
  * For each benchmark model (bench/models.ts) it pre-produces N Avro requests (float32 `bytes`)
  * to a fresh 4-partition topic, then measures, one phase after another:
@@ -9,15 +9,16 @@
  *      two batch size in 1..256, no Kafka;
  *   3. a naive worker: eachMessage → decode → predict(batch of 1) → encode → awaited send;
  *   4. streamscore with its defaults (startService, the real worker, in this process);
- * then end-to-end latency at 25/50/75 % of streamscore's measured saturation rate, peak RSS, and
- * with --overload, 3× the saturation rate for 60 s and the time to drain afterwards.
+ * then, with `streamscore run` started as its own process (STREAMSCORE_* variables), end-to-end
+ * latency at 25/50/75 % of streamscore's measured saturation rate, the worker process's peak RSS
+ * (/proc VmHWM), and with --overload, 3× the saturation rate for 60 s and the time to drain.
  *
  * Every throughput is records / (last acknowledged produce − first record handed to the
  * consumer): consumer-group joins, model loading and warm-up are not counted (bench/README.md).
  * Writes bench/results/<date>-<sha>.json, latest.json and latest.svg.
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import v8 from 'node:v8';
@@ -910,6 +911,8 @@ interface LatencyAtLoad {
     /** inferredAt → read: encode, produce and acknowledge, our reader's fetch. */
     to_reader: number;
   };
+  /** CPU cores used during the load and its answers: the worker process, this process, the broker. */
+  cpu_cores: { worker: number | null; bench: number; broker: number | null };
 }
 
 interface OverloadResult {
@@ -917,33 +920,273 @@ interface OverloadResult {
   achieved_offer_rps: number;
   seconds: number;
   requests: number;
-  peak_rss_mb: number;
-  rss_mb_per_second: number[];
   /**
-   * The main thread's share of that RSS, per second: V8 heap in use, and memory outside it
-   * (Buffers, ArrayBuffers). What RSS holds beyond both is worker threads (model replicas, with
-   * their wasm heaps), code and native allocations.
+   * The worker process's peak RSS (VmHWM) from the start of the overload to its exit: the peak
+   * is reset (/proc/<pid>/clear_refs) when the overload starts, so the latency loads before it
+   * are not counted; where that reset is refused, the peak since the worker started.
    */
-  main_thread_mb_per_second: { heap_used: number[]; external: number[] };
+  peak_rss_mb: number;
+  peak_rss_reset: boolean;
+  /** The worker process's RSS (VmRSS), every second, from the start of the overload to the drain. */
+  rss_mb_per_second: number[];
+  /** This benchmark process's own peak RSS during the overload (producer and reader). */
+  bench_process_peak_rss_mb: number;
+  cpu_cores: { worker: number | null; bench: number; broker: number | null };
   drain_seconds: number;
   drained: boolean;
 }
 
+/** What `streamscore run` reported when it was stopped with SIGTERM. */
+interface WorkerExit {
+  exit_code: number | null;
+  signal: string | null;
+  /** Seconds from SIGTERM to exit. */
+  stop_seconds: number;
+  /** The `worker stopped …` log record: drained, unanswered and the worker's counters. */
+  stopped: Record<string, unknown> | null;
+}
+
+interface WorkerProcessReport extends WorkerExit {
+  command: string;
+  env: Record<string, string>;
+  pid: number;
+  /** Seconds from spawn to the `worker started` log line (load, warm-up, autotune, join). */
+  startup_seconds: number;
+  /** The batch size from the `batch size autotuned` log line (or the configured size). */
+  batch_size: number | null;
+  /** VmHWM of the worker process over the latency loads (and the overload), read from /proc. */
+  peak_rss_mb: number;
+  /** Log records at warn or error, if any. */
+  warnings: Record<string, unknown>[];
+}
+
+/** Reads VmRSS and VmHWM (MiB) of a process from /proc; null when it is gone or not Linux. */
+function procMemory(pid: number): { rss: number; hwm: number } | null {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string) =>
+      Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]);
+    const rss = kb('VmRSS');
+    const hwm = kb('VmHWM');
+    return Number.isFinite(rss) && Number.isFinite(hwm)
+      ? { rss: rss / 1024, hwm: hwm / 1024 }
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU seconds (user + system) of a process, from /proc/<pid>/stat; null when unavailable. */
+function procCpuSeconds(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    // Fields 14 and 15 (utime, stime) follow the command name, which may contain spaces.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const CLK_TCK = 100; // Linux's USER_HZ on every mainstream architecture
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU cores used by the worker process, this process and the broker over a window. */
+function cpuCores(
+  workerPid: number,
+  brokerPid: number | undefined,
+): () => { worker: number | null; bench: number; broker: number | null } {
+  const t0 = now();
+  const w0 = procCpuSeconds(workerPid);
+  const b0 = procCpuSeconds(brokerPid);
+  const c0 = process.cpuUsage();
+  return () => {
+    const wall = (now() - t0) / 1000;
+    const w1 = procCpuSeconds(workerPid);
+    const b1 = procCpuSeconds(brokerPid);
+    const c = process.cpuUsage(c0);
+    return {
+      worker: w0 === null || w1 === null ? null : round((w1 - w0) / wall, 2),
+      bench: round((c.user + c.system) / 1e6 / wall, 2),
+      broker: b0 === null || b1 === null ? null : round((b1 - b0) / wall, 2),
+    };
+  };
+}
+
+/** `streamscore run` in its own process, as an operator starts it. */
+interface WorkerProcess {
+  pid: number;
+  logs: Record<string, unknown>[];
+  startupSeconds: number;
+  /** Peak RSS (VmHWM, MiB) seen so far, including before any reset. */
+  peakMb(): number;
+  /** Resets the kernel's peak RSS of the process; false when refused. */
+  resetPeak(): boolean;
+  /** SIGTERM, then waits for the exit (SIGKILL after `ms`). */
+  stop(ms: number): Promise<WorkerExit>;
+  /** SIGKILL, if still running (on failure paths). */
+  kill(): void;
+}
+
+const WORKER_ARGS = ['--import', 'tsx', path.join('src', 'cli', 'main.ts'), 'run'];
+
+/** Spawns the worker and resolves at its `worker started` log line. */
+async function startWorkerProcess(env: Record<string, string>): Promise<WorkerProcess> {
+  // The worker sees only the STREAMSCORE_* variables given here, none of this shell's.
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith('STREAMSCORE_')),
+  );
+  const spawnedAt = now();
+  const child: ChildProcess = spawn(process.execPath, WORKER_ARGS, {
+    cwd: ROOT,
+    env: { ...inherited, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('could not start `streamscore run`');
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  let peak = 0;
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  let running = true;
+  void exited.then(() => (running = false));
+  const sample = () => {
+    const m = procMemory(pid);
+    if (m) peak = Math.max(peak, m.hwm);
+    return m;
+  };
+  const timer = setInterval(sample, 250);
+  timer.unref();
+  void exited.then(() => clearInterval(timer));
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  const started = deferred();
+  let buffered = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const lines = buffered.split('\n');
+    buffered = lines.pop()!;
+    for (const line of lines) {
+      if (!line.trim()) continue;
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (entry['msg'] === 'worker started') started.resolve();
+      } catch {
+        logs.push({ msg: line });
+      }
+    }
+  });
+  void exited.then(({ code, signal }) =>
+    started.reject(
+      new Error(`streamscore run exited (${code ?? signal}) before it started: ${stderr}`),
+    ),
+  );
+  try {
+    await within(180_000, 'starting `streamscore run`', started.promise);
+  } catch (err) {
+    if (running) child.kill('SIGKILL');
+    throw err;
+  }
+  const startupSeconds = (now() - spawnedAt) / 1000;
+  return {
+    pid,
+    logs,
+    startupSeconds,
+    peakMb: () => {
+      sample();
+      return peak;
+    },
+    resetPeak: () => {
+      sample();
+      try {
+        // "5" resets the peak RSS (VmHWM) to the current RSS (Linux ≥ 4.0, proc(5)).
+        writeFileSync(`/proc/${pid}/clear_refs`, '5');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    stop: async (ms: number) => {
+      sample();
+      const t0 = now();
+      if (running) child.kill('SIGTERM');
+      // Until the exit, keep reading the peak: the drain may still allocate.
+      const poller = setInterval(sample, 20);
+      let exit: { code: number | null; signal: string | null };
+      try {
+        exit = await within(ms, 'stopping `streamscore run`', exited);
+      } catch (err) {
+        child.kill('SIGKILL');
+        throw err;
+      } finally {
+        clearInterval(poller);
+      }
+      return {
+        exit_code: exit.code,
+        signal: exit.signal,
+        stop_seconds: round((now() - t0) / 1000, 2),
+        stopped:
+          logs.find((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('worker stopped')) ??
+          null,
+      };
+    },
+    kill: () => {
+      if (running) child.kill('SIGKILL');
+    },
+  };
+}
+
 /**
- * Latency: a second worker on a fresh, empty topic. After it has joined, a paced producer offers
- * 25, 50 and 75 % of the saturation rate, each for a fixed time, and a reader computes
- * end-to-end latency = result read time − requestedAt. Each load is answered in full before the
- * next one starts. With --overload, 3× the saturation rate follows, then the drain.
+ * The environment that configures `streamscore run` as streamscoreConfig() configures the
+ * in-process worker (defaults; brokers, a fresh group, topics and model), and the configuration
+ * the worker will derive from it.
+ */
+function workerEnv(
+  bench: Bench,
+  name: BenchModelName,
+  topics: { requests: string; results: string; deadLetter: string },
+): { env: Record<string, string>; config: StreamscoreConfig } {
+  const env = {
+    STREAMSCORE_KAFKA_BROKERS: bench.brokers.join(','),
+    STREAMSCORE_KAFKA_GROUP_ID: freshGroup(bench, 'streamscore'),
+    STREAMSCORE_TOPICS_REQUESTS: topics.requests,
+    STREAMSCORE_TOPICS_RESULTS: topics.results,
+    STREAMSCORE_TOPICS_DEAD_LETTER: topics.deadLetter,
+    STREAMSCORE_MODEL_REPOSITORY: path.relative(ROOT, BENCH_REPOSITORY),
+    STREAMSCORE_MODEL_NAME: name,
+    STREAMSCORE_MODEL_VERSION: String(BENCH_VERSION),
+    STREAMSCORE_LOG_LEVEL: 'info',
+  };
+  // Resolved from ROOT, the worker's working directory, as the worker will.
+  const config = loadConfig({ env, overrides: { model: { repository: BENCH_REPOSITORY } } });
+  return { env, config };
+}
+
+/**
+ * Latency: `streamscore run` in its own process (the worker alone in its event loop and heap),
+ * on a fresh, empty topic. After it has joined, a paced producer in this process offers 25, 50
+ * and 75 % of the saturation rate, each for a fixed time, and a reader here computes end-to-end
+ * latency = result read time − requestedAt. Each load is answered in full before the next one
+ * starts. With --overload, 3× the saturation rate follows, then the drain. The worker is then
+ * stopped with SIGTERM; its memory and CPU are read from /proc.
  */
 async function latencyAndOverload(
   bench: Bench,
   spec: BenchModelSpec,
   saturationRps: number,
-): Promise<{ loads: LatencyAtLoad[]; overload?: OverloadResult; peak_rss_mb: number }> {
+): Promise<{
+  loads: LatencyAtLoad[];
+  overload?: OverloadResult;
+  worker: WorkerProcessReport;
+  bench_process_peak_rss_mb: number;
+}> {
   const base = `bench.${bench.runId}.${spec.name}.latency`;
   const topics = { requests: base, results: `${base}.results`, deadLetter: `${base}.dead-letter` };
   await createTopics(bench, topics.requests, topics.results, topics.deadLetter);
-  const config = streamscoreConfig(bench, spec.name, topics);
+  const { env, config } = workerEnv(bench, spec.name, topics);
   collectGarbage();
   const rssWindow = bench.rss.window();
   const producer = newProducer(bench.kafka);
@@ -952,14 +1195,23 @@ async function latencyAndOverload(
     string,
     { latency: number[]; toWorker: number[]; batch: number[]; toReader: number[] }
   >();
-  let service: Service | undefined;
+  let overloadAnswered = 0;
+  let worker: WorkerProcess | undefined;
   let reader: { stop(): Promise<void> } | undefined;
   const loads: LatencyAtLoad[] = [];
   let overload: OverloadResult | undefined;
+  let exit: WorkerExit;
+  let peakBeforeOverload = 0;
   try {
     await producer.connect();
-    service = await startService(config, { log: createLogger(config.log.level) });
+    worker = await startWorkerProcess(env);
+    const w = worker;
     reader = await startReader(bench, topics.results, (message, readAt) => {
+      // Overload results are only counted (the key is the request's: `O-<i>`), not decoded.
+      if (message.key?.[0] === 0x4f /* O */) {
+        overloadAnswered++;
+        return;
+      }
       const r = codec.decodeResult(message.value!);
       const prefix = r.id.slice(0, r.id.indexOf('-'));
       let s = seen.get(prefix);
@@ -981,6 +1233,7 @@ async function latencyAndOverload(
     for (const pct of LOAD_LEVELS) {
       const rate = (saturationRps * pct) / 100;
       const prefix = `L${pct}`;
+      const cpu = cpuCores(w.pid, bench.broker?.pid);
       const sent = await offer(
         producer,
         spec,
@@ -1012,23 +1265,20 @@ async function latencyAndOverload(
           batch_and_inference: percentile(s.batch, 50),
           to_reader: percentile(s.toReader, 50),
         },
+        cpu_cores: cpu(),
       });
     }
-    await reader.stop();
-    reader = undefined;
 
     if (bench.options.overload) {
-      const snapshot = service.worker.metrics.snapshot;
-      const before = snapshot.produced + snapshot.deadLettered;
+      peakBeforeOverload = w.peakMb();
+      const reset = w.resetPeak();
       const rssPerSecond: number[] = [];
-      const mainThread = { heap_used: [] as number[], external: [] as number[] };
-      const overloadWindow = bench.rss.window();
       const sampler = setInterval(() => {
-        rssPerSecond.push(round(bench.rss.sample() / 2 ** 20));
-        const usage = process.memoryUsage();
-        mainThread.heap_used.push(round(usage.heapUsed / 2 ** 20));
-        mainThread.external.push(round(usage.external / 2 ** 20));
+        const m = procMemory(w.pid);
+        if (m) rssPerSecond.push(round(m.rss));
       }, 1000);
+      const benchWindow = bench.rss.window();
+      const cpu = cpuCores(w.pid, bench.broker?.pid);
       try {
         const rate = saturationRps * 3;
         say(`  overload: offering ${fmtRate(rate)}/s for ${bench.options.overloadSeconds} s…`);
@@ -1044,9 +1294,9 @@ async function latencyAndOverload(
         const drainedAt = await until(
           900_000,
           'draining after the overload',
-          () => snapshot.produced + snapshot.deadLettered - before >= o.sent,
+          () => overloadAnswered >= o.sent,
           50,
-          () => `${snapshot.produced - before} of ${o.sent} answered`,
+          () => `${overloadAnswered} of ${o.sent} answered`,
         );
         overload = {
           offered_rps: round(rate),
@@ -1054,23 +1304,56 @@ async function latencyAndOverload(
           seconds: round(o.seconds, 1),
           requests: o.sent,
           peak_rss_mb: 0,
+          peak_rss_reset: reset,
           rss_mb_per_second: rssPerSecond,
-          main_thread_mb_per_second: mainThread,
+          bench_process_peak_rss_mb: 0,
+          cpu_cores: cpu(),
           drain_seconds: round((drainedAt - offerEnd) / 1000, 1),
           drained: false,
         };
       } finally {
         clearInterval(sampler);
       }
-      overload.drained = (await service.stop()).drained;
-      overload.peak_rss_mb = round(overloadWindow());
+      overload.bench_process_peak_rss_mb = round(benchWindow());
+    }
+    await reader.stop();
+    reader = undefined;
+    exit = await w.stop(config.shutdown.drainTimeoutMs + 60_000);
+    if (overload) {
+      overload.peak_rss_mb = round(w.peakMb());
+      overload.drained =
+        exit.exit_code === 0 &&
+        exit.stopped?.['drained'] === true &&
+        overloadAnswered >= overload.requests;
     }
   } finally {
     await reader?.stop();
-    await service?.stop();
+    worker?.kill();
     await producer.disconnect();
   }
-  return { loads, ...(overload ? { overload } : {}), peak_rss_mb: round(rssWindow()) };
+  const batchLog = worker.logs.find(
+    (l) => typeof l['batchSize'] === 'number' && l['msg'] === 'batch size autotuned',
+  );
+  return {
+    loads,
+    ...(overload ? { overload } : {}),
+    worker: {
+      command: `node ${WORKER_ARGS.join(' ')}`,
+      env,
+      pid: worker.pid,
+      startup_seconds: round(worker.startupSeconds, 1),
+      batch_size:
+        typeof batchLog?.['batchSize'] === 'number'
+          ? batchLog['batchSize']
+          : config.batching.autotune
+            ? null
+            : config.batching.maxBatchSize,
+      peak_rss_mb: round(Math.max(peakBeforeOverload, worker.peakMb())),
+      ...exit,
+      warnings: worker.logs.filter((l) => typeof l['level'] === 'number' && l['level'] >= 40),
+    },
+    bench_process_peak_rss_mb: round(rssWindow()),
+  };
 }
 
 // ─── one model ──────────────────────────────────────────────────────────────────────────────────
@@ -1084,7 +1367,12 @@ interface ModelReport {
   ratio_vs_ceiling: number;
   ratio_vs_naive: number;
   p99_ms_at_50pct_load: number;
+  /** Peak RSS (VmHWM) of the `streamscore run` process of the latency loads (and overload). */
   peak_rss_mb: number;
+  /** The latency loads and the overload ran the worker as its own process. */
+  worker_process: true;
+  /** This benchmark process's peak RSS during the streamscore phases (the in-process throughput worker included). */
+  bench_process_peak_rss_mb: number;
   machine: Machine;
   date: string;
   // More detail.
@@ -1100,6 +1388,8 @@ interface ModelReport {
     streamscore: StreamscoreThroughput;
   };
   latency: LatencyAtLoad[];
+  /** The `streamscore run` process of the latency loads and the overload. */
+  latency_worker: WorkerProcessReport;
   overload?: OverloadResult;
   targets: Target[];
   /** The configuration the worker ran with: defaults, apart from brokers, group and topics. */
@@ -1157,13 +1447,15 @@ async function benchModel(
   }
 
   say('  4/4 streamscore with defaults (startService, in this process)…');
+  // The throughput phase stays in this process: its window is read from the worker's own
+  // counters (polled every 2 ms); the latency loads and the overload run `streamscore run`.
   const ss = await streamscoreThroughput(bench, name, requests, count);
   say(
     `      ${fmtRate(ss.result.rps)}/s (mean batch ${ss.result.mean_batch}, ${ss.result.seconds.toFixed(1)} s)`,
   );
 
   say(
-    `  latency: ${LOAD_LEVELS.map((p) => `${p} %`).join(', ')} of ${fmtRate(ss.result.rps)}/s, ${bench.options.loadSeconds} s each…`,
+    `  latency: \`streamscore run\` in its own process; ${LOAD_LEVELS.map((p) => `${p} %`).join(', ')} of ${fmtRate(ss.result.rps)}/s, ${bench.options.loadSeconds} s each…`,
   );
   const lat = await latencyAndOverload(bench, spec, ss.result.rps);
 
@@ -1177,7 +1469,9 @@ async function benchModel(
     ratio_vs_ceiling: round(ss.result.rps / ceiling, 3),
     ratio_vs_naive: round(ss.result.rps / naive.rps, 2),
     p99_ms_at_50pct_load: at50.p99_ms,
-    peak_rss_mb: Math.max(ss.result.peak_rss_mb, lat.peak_rss_mb),
+    peak_rss_mb: lat.worker.peak_rss_mb,
+    worker_process: true,
+    bench_process_peak_rss_mb: Math.max(ss.result.peak_rss_mb, lat.bench_process_peak_rss_mb),
     machine: { ...machine, backend: ss.result.backend },
     date,
     title: spec.title,
@@ -1192,6 +1486,7 @@ async function benchModel(
       streamscore: roundThroughput(ss.result),
     },
     latency: lat.loads,
+    latency_worker: lat.worker,
     ...(lat.overload ? { overload: lat.overload } : {}),
     targets: [],
     streamscore_config: {
@@ -1211,7 +1506,7 @@ async function benchModel(
     report,
     compute,
     ss.config,
-    ss.result.batch_size_limit ?? ss.config.batching.maxBatchSize,
+    lat.worker.batch_size ?? ss.result.batch_size_limit ?? ss.config.batching.maxBatchSize,
   );
   return report;
 }
@@ -1265,8 +1560,8 @@ function targetsFor(
   });
   if (r.overload) {
     targets.push({
-      what: 'peak RSS under 3× overload',
-      target: '< 1024 MB, and drains',
+      what: 'worker peak RSS under 3× overload',
+      target: '< 1024 MB (worker process VmHWM), and drains',
       actual: `${r.overload.peak_rss_mb} MB, drained in ${r.overload.drain_seconds} s`,
       met: r.overload.peak_rss_mb < 1024 && r.overload.drained,
     });
@@ -1336,19 +1631,26 @@ function printTable(r: ModelReport): void {
     row(
       `latency at ${l.load_pct} % (${fmtRate(l.offered_rps)}/s)`,
       `p99 ${l.p99_ms} ms`,
-      `p50 ${l.p50_ms} ms, p95 ${l.p95_ms} ms, max ${l.max_ms} ms; median to worker ${l.breakdown_p50_ms.to_worker} / batch+infer ${l.breakdown_p50_ms.batch_and_inference} / to reader ${l.breakdown_p50_ms.to_reader} ms`,
+      `p50 ${l.p50_ms} ms, p95 ${l.p95_ms} ms, max ${l.max_ms} ms; median to worker ${l.breakdown_p50_ms.to_worker} / batch+infer ${l.breakdown_p50_ms.batch_and_inference} / to reader ${l.breakdown_p50_ms.to_reader} ms; cpu worker ${l.cpu_cores.worker ?? '?'} + bench ${l.cpu_cores.bench} + broker ${l.cpu_cores.broker ?? '?'}`,
     );
   }
+  const w = r.latency_worker;
   row(
-    'peak RSS (whole process)',
+    'peak RSS (worker process)',
     `${r.peak_rss_mb} MB`,
-    `during the streamscore phases; ${ss.rss_at_start_mb} MB after a GC before the worker started`,
+    `VmHWM of \`streamscore run\` (pid ${w.pid}; started in ${w.startup_seconds} s, batch ${w.batch_size ?? '?'}); SIGTERM → exit ${w.exit_code ?? w.signal} in ${w.stop_seconds} s, drained ${String(w.stopped?.['drained'] ?? '?')}, unanswered ${String(w.stopped?.['unanswered'] ?? '?')}`,
+  );
+  row(
+    'peak RSS (benchmark process)',
+    `${r.bench_process_peak_rss_mb} MB`,
+    `this process, streamscore phases (the in-process throughput worker included); ${ss.rss_at_start_mb} MB after a GC before it started`,
   );
   if (r.overload) {
+    const c = r.overload.cpu_cores;
     row(
       `overload 3× (${fmtRate(r.overload.offered_rps)}/s)`,
       `${r.overload.peak_rss_mb} MB`,
-      `offered ${fmtRate(r.overload.achieved_offer_rps)}/s for ${r.overload.seconds} s; drained in ${r.overload.drain_seconds} s`,
+      `worker VmHWM${r.overload.peak_rss_reset ? ' (reset at the start)' : ''}; offered ${fmtRate(r.overload.achieved_offer_rps)}/s for ${r.overload.seconds} s; drained in ${r.overload.drain_seconds} s; cpu worker ${c.worker ?? '?'} + bench ${c.bench} + broker ${c.broker ?? '?'} cores`,
     );
   }
   for (const t of r.targets) {
@@ -1359,7 +1661,7 @@ function printTable(r: ModelReport): void {
 /** Markdown summary, for bench/README.md and the project README. */
 function markdownTable(models: Record<string, ModelReport>): string {
   const lines = [
-    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | p50 / p95 / p99 at 50 % load | peak RSS |',
+    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | p50 / p95 / p99 at 50 % load | worker peak RSS |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of Object.values(models)) {
@@ -1458,7 +1760,7 @@ function renderChart(models: Record<string, ModelReport>, subtitle: string): str
     out.push(
       `<text x="${cx}" y="${m.top + plotH + 22}" font-size="14" font-weight="bold" text-anchor="middle" fill="#222">${escapeXml(r.title)}</text>`,
       `<text x="${cx}" y="${m.top + plotH + 42}" font-size="12" text-anchor="middle" fill="#444">streamscore: ${r.ratio_vs_ceiling.toFixed(2)} × ceiling, ${r.ratio_vs_naive.toFixed(1)} × naive</text>`,
-      `<text x="${cx}" y="${m.top + plotH + 60}" font-size="12" text-anchor="middle" fill="#444">p99 at 50 % load ${r.p99_ms_at_50pct_load} ms, RSS ${r.peak_rss_mb} MB</text>`,
+      `<text x="${cx}" y="${m.top + plotH + 60}" font-size="12" text-anchor="middle" fill="#444">p99 at 50 % load ${r.p99_ms_at_50pct_load} ms, worker RSS ${r.peak_rss_mb} MB</text>`,
     );
     // The throughput target (0.85 × the ceiling it is held to) as a dashed mark over streamscore's bar.
     const target =
@@ -1597,7 +1899,7 @@ async function main(): Promise<void> {
       load_average: { start: loadAtStart, end: null },
     };
     say(
-      `• ${machine.cores} cores (${machine.cpu_model}), Node ${machine.node}; the worker runs in this process, with the producers and readers of the benchmark`,
+      `• ${machine.cores} cores (${machine.cpu_model}), Node ${machine.node}; throughput: the worker in this process; latency and overload: \`streamscore run\` in its own process`,
     );
     if (loadAtStart > 1) {
       say(
@@ -1625,7 +1927,7 @@ async function main(): Promise<void> {
       process_max_rss_mb: round(process.resourceUsage().maxRSS / 1024),
       method: {
         process:
-          'one Node process runs every phase: the benchmark producers and readers and the streamscore worker (startService) share it; the broker is a separate JVM',
+          'the ceilings, the naive worker and the streamscore throughput phase (startService) run in the benchmark process; the latency loads and the overload run `streamscore run` as its own Node process (tsx, STREAMSCORE_* variables), stopped with SIGTERM; the broker is a separate JVM',
         throughput:
           'records / (last acknowledged produce − first record handed to the consumer); group joins, model load and warm-up are not counted. streamscore: from the earliest receivedAt in its results to its acknowledged-results counter reaching N (polled every 2 ms)',
         io_ceiling: `kafkajs consumer group, eachBatch, partitionsConsumedConcurrently ${PARTITIONS}; sendBatch of the same key/value/headers, ≤ 512 KiB per request, idempotent producer, acks -1, maxInFlightRequests 1 (as the worker's sink)`,
@@ -1636,9 +1938,11 @@ async function main(): Promise<void> {
         streamscore:
           'startService with the default configuration; only brokers, group, topics and model set',
         latency:
-          'a second worker on an empty topic; a paced producer (every 5 ms, requestedAt = send time) offers 25/50/75 % of the measured streamscore rate; latency = result read time (reader in this process) − requestedAt',
+          '`streamscore run` in its own process on an empty topic; a paced producer in the benchmark process (every 5 ms, requestedAt = send time) offers 25/50/75 % of the measured streamscore rate; latency = result read time (reader in the benchmark process) − requestedAt, one machine, one clock',
         peak_rss:
-          'process RSS sampled every 50 ms during the streamscore phases: worker, wasm heap and the benchmark itself',
+          'peak_rss_mb: VmHWM of the `streamscore run` process (/proc/<pid>/status) over the latency loads and the overload; bench_process_peak_rss_mb: the benchmark process, sampled every 50 ms, in-process throughput worker included',
+        overload:
+          '3× the saturation rate for --overload-seconds into the `streamscore run` process; VmHWM reset (clear_refs 5) at its start, VmRSS every second; drain = last offered request until the reader has all its results',
       },
       models,
     };
