@@ -1,11 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { autotuneBatchSize, powersOfTwoUpTo } from '../../src/model/autotune.js';
-import { selectBackend } from '../../src/model/backend.js';
-import { loadModel } from '../../src/model/repository.js';
 import type { TfjsModelRunner } from '../../src/model/tfjs-runner.js';
 import type { BatchOutputs, ModelInfo, PackedBatch } from '../../src/model/types.js';
-import { DIGITS_DIR, recordingLogger } from './helpers.js';
+import { loadDigitsRunner } from './helpers.js';
 
 const INFO: ModelInfo = {
   name: 'fake',
@@ -103,12 +101,7 @@ describe('autotuneBatchSize with a runner of known cost', () => {
 describe('autotuneBatchSize with the digits model', () => {
   let runner: TfjsModelRunner;
   beforeAll(async () => {
-    const selected = await selectBackend('wasm', recordingLogger());
-    runner = await loadModel(DIGITS_DIR, {
-      tf: selected.tf,
-      backend: selected.backend,
-      log: recordingLogger(),
-    });
+    runner = await loadDigitsRunner();
   });
   afterAll(async () => {
     await runner.dispose();

@@ -2,6 +2,9 @@ import { cp, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { selectBackend } from '../../src/model/backend.js';
+import { loadModel } from '../../src/model/repository.js';
+import type { TfjsModelRunner } from '../../src/model/tfjs-runner.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const MODELS_ROOT = path.join(REPO_ROOT, 'models');
@@ -37,4 +40,14 @@ export async function copyDigitsModel(parent: string): Promise<string> {
   const target = path.join(parent, 'digits', '1');
   await cp(DIGITS_DIR, target, { recursive: true });
   return target;
+}
+
+/** The digits model loaded in this thread on the wasm backend, as the tests compare against. */
+export async function loadDigitsRunner(): Promise<TfjsModelRunner> {
+  const selected = await selectBackend('wasm', recordingLogger());
+  return loadModel(DIGITS_DIR, {
+    tf: selected.tf,
+    backend: selected.backend,
+    log: recordingLogger(),
+  });
 }

@@ -1,16 +1,14 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { selectBackend } from '../../src/model/backend.js';
 import { DIGITS_PIXELS, loadDigitsDataset, packPixels } from '../../src/model/digits-data.js';
 import type { CrashMode, ReplicaPool } from '../../src/model/replica-pool.js';
 import { startReplicaPool } from '../../src/model/replica-pool.js';
-import { loadModel } from '../../src/model/repository.js';
 import type { TfjsModelRunner } from '../../src/model/tfjs-runner.js';
 import type { PackedBatch } from '../../src/model/types.js';
 import { createLogger, silentLogger } from '../../src/telemetry/logger.js';
 import { rejection } from '../helpers/errors.js';
-import { DIGITS_DIR, copyDigitsModel, recordingLogger, tempDir } from './helpers.js';
+import { DIGITS_DIR, copyDigitsModel, loadDigitsRunner, tempDir } from './helpers.js';
 
 const { heldOut } = loadDigitsDataset();
 
@@ -38,12 +36,7 @@ let baseline: number;
 
 beforeAll(async () => {
   baseline = threads();
-  const selected = await selectBackend('wasm', recordingLogger());
-  local = await loadModel(DIGITS_DIR, {
-    tf: selected.tf,
-    backend: selected.backend,
-    log: recordingLogger(),
-  });
+  local = await loadDigitsRunner();
 });
 afterAll(async () => {
   await local.dispose();
