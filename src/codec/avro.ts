@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import avro from 'avsc';
 import { StreamscoreError } from '../errors.js';
-import { bytesFromFloats, floatsFromBytes } from './floats.js';
+import { bytesFromFloats, copyableAsFloats, floatsFromBytes } from './floats.js';
 import type {
   FloatEncoding,
   InferenceCodec,
@@ -19,6 +19,33 @@ export interface AvroSchemas {
   result: avro.Type;
 }
 
+/** The part of avsc's (internal, version-pinned) reading cursor the bytes reader below uses. */
+interface AvscTap {
+  buf: Buffer;
+  pos: number;
+  readLong(): number;
+}
+
+const AvscBytesType = (avro.types as unknown as { BytesType: new () => avro.Type }).BytesType;
+
+/**
+ * avsc copies every `bytes` value into a pool of its own (Tap#readFixed). This reader returns a
+ * view into the record instead, so float32 tensor bytes are copied only once, into the batch.
+ */
+class BytesViewType extends AvscBytesType {
+  _read(tap: AvscTap): Buffer | undefined {
+    const length = tap.readLong();
+    const start = tap.pos;
+    tap.pos += length;
+    // A negative or overlong length leaves the tap invalid; avsc then reports a truncated buffer.
+    if (length < 0 || tap.pos > tap.buf.length) {
+      tap.pos = tap.buf.length + 1;
+      return undefined;
+    }
+    return tap.buf.subarray(start, tap.pos);
+  }
+}
+
 /** Parses schemas/*.avsc once; the request and result share the Tensor record. */
 export function loadSchemas(dir: string = SCHEMA_DIR): AvroSchemas {
   const registry: Record<string, avro.Type> = {};
@@ -26,6 +53,7 @@ export function loadSchemas(dir: string = SCHEMA_DIR): AvroSchemas {
     avro.Type.forSchema(JSON.parse(readFileSync(`${dir}/${file}`, 'utf8')) as avro.Schema, {
       registry,
       wrapUnions: 'auto',
+      typeHook: (schema) => (schema === 'bytes' ? new BytesViewType() : undefined),
     });
   read('tensor.avsc');
   return { request: read('inference-request.avsc'), result: read('inference-result.avsc') };
@@ -38,10 +66,22 @@ interface WireTensor {
 }
 
 function tensorFromWire(tensor: WireTensor): NamedTensor {
-  const data = Buffer.isBuffer(tensor.data)
-    ? floatsFromBytes(tensor.data)
-    : Float32Array.from(tensor.data);
-  return { name: tensor.name, shape: tensor.shape, data };
+  const { name, shape, data } = tensor;
+  if (!Buffer.isBuffer(data)) return { name, shape, data: Float32Array.from(data) };
+  if (data.length % 4 !== 0 || !copyableAsFloats(data)) {
+    return { name, shape, data: floatsFromBytes(data) }; // a view, a conversion, or DECODE_FAILED
+  }
+  // Unaligned: keep the bytes; a Float32Array copy is made only if someone asks for `data`.
+  let floats: Float32Array | undefined;
+  return {
+    name,
+    shape,
+    raw: data,
+    get data() {
+      floats ??= floatsFromBytes(data);
+      return floats;
+    },
+  };
 }
 
 function tensorToWire(tensor: NamedTensor, encoding: FloatEncoding): WireTensor {

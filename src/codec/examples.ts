@@ -29,14 +29,36 @@ function findTensor(request: InferenceRequest, spec: TensorSpec, single: boolean
 }
 
 /**
- * Checks a decoded request against the model's input signature and returns one Float32Array per
- * input, ready to be packed into a batch. Every failure is a typed, per-record error so that one
- * bad request is dead-lettered without touching its neighbours.
+ * One example's values per input: a Float32Array, or the raw little-endian float32 bytes when
+ * they could not be viewed in place (packBatch copies either kind once, into the batch).
+ */
+export type ExampleValues = Float32Array | Buffer;
+
+const valueCount = (values: ExampleValues) =>
+  values instanceof Float32Array ? values.length : values.length / 4;
+
+/** Index of the first NaN or ±Infinity, or -1. Reads raw bytes in place, without a copy. */
+function firstNonFinite(values: ExampleValues): number {
+  if (values instanceof Float32Array) {
+    for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return i;
+    return -1;
+  }
+  const view = new DataView(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < values.length / 4; i++) {
+    if (!Number.isFinite(view.getFloat32(i * 4, true))) return i;
+  }
+  return -1;
+}
+
+/**
+ * Checks a decoded request against the model's input signature and returns each input's values,
+ * ready to be packed into a batch. Every failure is a typed, per-record error so that one bad
+ * request is dead-lettered without touching its neighbours.
  */
 export function toExample(
   request: InferenceRequest,
   inputs: readonly TensorSpec[],
-): Record<string, Float32Array> {
+): Record<string, ExampleValues> {
   const single = inputs.length === 1;
   const known = new Set(inputs.map((s) => s.name));
   if (!single) {
@@ -55,7 +77,7 @@ export function toExample(
     );
   }
 
-  const example: Record<string, Float32Array> = {};
+  const example: Record<string, ExampleValues> = {};
   for (const spec of inputs) {
     const tensor = findTensor(request, spec, single);
     if (!shapeFits(tensor.shape, spec.shape)) {
@@ -65,23 +87,23 @@ export function toExample(
         { details: { input: spec.name, shape: tensor.shape, expected: spec.shape } },
       );
     }
-    if (tensor.data.length !== sizeOf(tensor.shape)) {
+    const values: ExampleValues = tensor.raw ?? tensor.data;
+    if (valueCount(values) !== sizeOf(tensor.shape)) {
       throw new StreamscoreError(
         'WRONG_SHAPE',
-        `input "${spec.name}" declares shape ${describeShape(tensor.shape)} (${sizeOf(tensor.shape)} values) but carries ${tensor.data.length}`,
+        `input "${spec.name}" declares shape ${describeShape(tensor.shape)} (${sizeOf(tensor.shape)} values) but carries ${valueCount(values)}`,
         { details: { input: spec.name } },
       );
     }
-    for (let i = 0; i < tensor.data.length; i++) {
-      if (!Number.isFinite(tensor.data[i])) {
-        throw new StreamscoreError(
-          'NON_FINITE',
-          `input "${spec.name}" holds ${tensor.data[i]} at index ${i}; only finite values are scored`,
-          { details: { input: spec.name, index: i } },
-        );
-      }
+    const bad = firstNonFinite(values);
+    if (bad >= 0) {
+      throw new StreamscoreError(
+        'NON_FINITE',
+        `input "${spec.name}" holds ${tensor.data[bad]} at index ${bad}; only finite values are scored`,
+        { details: { input: spec.name, index: bad } },
+      );
     }
-    example[spec.name] = tensor.data;
+    example[spec.name] = values;
   }
   return example;
 }

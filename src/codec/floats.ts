@@ -24,6 +24,14 @@ export function floatsFromBytes(bytes: Buffer): Float32Array {
   return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
 }
 
+/**
+ * True when raw little-endian bytes may be copied as they are into float32 memory: they are
+ * unaligned, so no view is possible, but the host is little-endian, so no conversion is needed.
+ */
+export function copyableAsFloats(bytes: Buffer): boolean {
+  return LITTLE_ENDIAN_HOST && bytes.byteOffset % 4 !== 0;
+}
+
 /** Float32Array → little-endian bytes, sharing memory on little-endian hosts. */
 export function bytesFromFloats(values: Float32Array): Buffer {
   if (LITTLE_ENDIAN_HOST) return Buffer.from(values.buffer, values.byteOffset, values.byteLength);

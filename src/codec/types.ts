@@ -5,6 +5,12 @@ export interface NamedTensor {
   /** Shape of one example, without the batch dimension. */
   shape: number[];
   data: Float32Array;
+  /**
+   * The little-endian float32 bytes as they arrived, when they could not be viewed as a
+   * Float32Array in place (not 4-byte aligned in the record). The worker validates and packs
+   * these directly, so the values are copied once, into the batch; `data` is then made on demand.
+   */
+  raw?: Buffer;
 }
 
 export interface InferenceRequest {

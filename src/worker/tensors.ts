@@ -1,22 +1,29 @@
+import type { ExampleValues } from '../codec/examples.js';
 import type { InferenceResult, NamedTensor } from '../codec/types.js';
 import type { BatchOutputs, ModelInfo, PackedBatch, TensorSpec } from '../model/types.js';
 
 /**
- * Packs per-request examples into one Float32Array per input: one copy per example, no per-value
- * JS. The memory is a SharedArrayBuffer, so a model replica in another thread reads it without a
+ * Packs per-request examples into one Float32Array per input: the only copy of the values (the
+ * codec hands them over as views into the Kafka record, or as raw bytes), no per-value JS. The memory is a SharedArrayBuffer, so a model replica in another thread reads it without a
  * copy and the batch survives that replica crashing.
  */
 export function packBatch(
-  batch: readonly { example: Record<string, Float32Array> }[],
+  batch: readonly { example: Record<string, ExampleValues> }[],
   inputs: readonly TensorSpec[],
 ): PackedBatch {
   const packed: Record<string, Float32Array> = {};
   for (const spec of inputs) {
     const first = batch[0]?.example[spec.name];
-    const width = first?.length ?? 0;
-    const data = new Float32Array(new SharedArrayBuffer(width * batch.length * 4));
-    batch.forEach((item, i) => data.set(item.example[spec.name]!, i * width));
-    packed[spec.name] = data;
+    const width = first ? first.byteLength / 4 : 0;
+    const memory = new SharedArrayBuffer(width * batch.length * 4);
+    const floats = new Float32Array(memory);
+    const bytes = new Uint8Array(memory);
+    batch.forEach((item, i) => {
+      const values = item.example[spec.name]!;
+      if (values instanceof Float32Array) floats.set(values, i * width);
+      else bytes.set(values, i * width * 4); // raw little-endian bytes: one copy, no decoding
+    });
+    packed[spec.name] = floats;
   }
   return { size: batch.length, inputs: packed };
 }

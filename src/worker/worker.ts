@@ -1,5 +1,5 @@
 import { BatchDriver, BatchPolicy, systemClock, type Clock } from '../batching/index.js';
-import { toExample } from '../codec/examples.js';
+import { toExample, type ExampleValues } from '../codec/examples.js';
 import type { InferenceCodec, InferenceRequest, InferenceResult } from '../codec/types.js';
 import { asStreamscoreError, categoryOf, StreamscoreError } from '../errors.js';
 import type {
@@ -51,7 +51,7 @@ export interface WorkerDeps {
 export interface PendingRequest {
   record: InboundRecord;
   request: InferenceRequest;
-  example: Record<string, Float32Array>;
+  example: Record<string, ExampleValues>;
   receivedAt: number;
 }
 

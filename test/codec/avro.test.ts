@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AvroCodec, toExample, type InferenceRequest } from '../../src/codec/index.js';
 import type { TensorSpec } from '../../src/model/types.js';
+import { packBatch } from '../../src/worker/tensors.js';
 import { thrown } from '../helpers/errors.js';
 
 const codec = new AvroCodec();
@@ -15,6 +16,15 @@ const request = (data: Float32Array = pixels, shape = [64]): InferenceRequest =>
 const inputs: TensorSpec[] = [{ name: 'pixels', dtype: 'float32', shape: [64] }];
 
 const codeOf = (fn: () => unknown) => thrown(fn).code;
+
+/** The encoded request placed at byte offsets 0..3, so its float bytes land unaligned too. */
+function atEachOffset(value: Buffer): Buffer[] {
+  return [0, 1, 2, 3].map((shift) => {
+    const backing = Buffer.alloc(value.length + shift);
+    value.copy(backing, shift);
+    return backing.subarray(shift);
+  });
+}
 
 describe('AvroCodec requests', () => {
   it.each(['bytes', 'array'] as const)(
@@ -36,12 +46,24 @@ describe('AvroCodec requests', () => {
     expect(one.includes(le)).toBe(true);
   });
 
-  it('decodes float bytes at an unaligned offset', () => {
-    const encoded = codec.encodeRequest(request(), 'bytes');
-    const shifted = Buffer.alloc(encoded.length + 1);
-    encoded.copy(shifted, 1);
-    const decoded = codec.decodeRequest(shifted.subarray(1));
-    expect(Array.from(decoded.inputs[0]!.data)).toEqual(Array.from(pixels));
+  it('decodes float bytes at any byte offset', () => {
+    for (const value of atEachOffset(codec.encodeRequest(request(), 'bytes'))) {
+      const decoded = codec.decodeRequest(value);
+      expect(Array.from(decoded.inputs[0]!.data)).toEqual(Array.from(pixels));
+    }
+  });
+
+  it('copies float bytes once, into the batch: until then they share the record memory', () => {
+    const values = atEachOffset(codec.encodeRequest(request(), 'bytes'));
+    const examples = values.map((value) => ({
+      example: toExample(codec.decodeRequest(value), inputs),
+    }));
+    examples.forEach(({ example }, i) => expect(example.pixels!.buffer).toBe(values[i]!.buffer));
+    const packed = packBatch(examples, inputs).inputs.pixels!;
+    expect(packed.buffer).toBeInstanceOf(SharedArrayBuffer);
+    for (let i = 0; i < values.length; i++) {
+      expect(Array.from(packed.subarray(i * 64, (i + 1) * 64))).toEqual(Array.from(pixels));
+    }
   });
 
   it('rejects garbage, truncated records and trailing bytes as DECODE_FAILED', () => {
@@ -100,12 +122,15 @@ describe('toExample', () => {
     );
   });
 
-  it('rejects NaN and infinities', () => {
+  it('rejects NaN and infinities, whether the bytes are aligned or not', () => {
     const bad = Float32Array.from(pixels);
-    bad[10] = Number.NaN;
-    expect(codeOf(() => toExample(request(bad), inputs))).toBe('NON_FINITE');
-    bad[10] = Number.POSITIVE_INFINITY;
-    expect(codeOf(() => toExample(request(bad), inputs))).toBe('NON_FINITE');
+    for (const value of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      bad[10] = value;
+      expect(codeOf(() => toExample(request(bad), inputs))).toBe('NON_FINITE');
+      for (const encoded of atEachOffset(codec.encodeRequest(request(bad), 'bytes'))) {
+        expect(codeOf(() => toExample(codec.decodeRequest(encoded), inputs))).toBe('NON_FINITE');
+      }
+    }
   });
 
   it('rejects missing and unknown inputs of multi-input models', () => {
