@@ -58,13 +58,15 @@ export class BatchDriver<T> {
   }
 
   private pump(): void {
-    this.clearTimer();
     while (this.running < this.concurrency) {
       const wait =
         this.closing && this.policy.size > 0 ? 0 : this.policy.untilNext(this.clock.now());
       if (wait === null) break;
       if (wait > 0) {
-        this.cancelTimer = this.clock.setTimer(wait, () => {
+        // The deadline is the oldest item's, so a timer already set is never late; one set for
+        // an item flushed since merely wakes this up early. Not resetting it per add keeps
+        // timer churn off the per-record path.
+        this.cancelTimer ??= this.clock.setTimer(wait, () => {
           this.cancelTimer = null;
           this.pump();
         });
@@ -92,6 +94,7 @@ export class BatchDriver<T> {
   }
 
   private notifyIfIdle(): void {
+    if (this.policy.size === 0) this.clearTimer(); // nothing waits: a pending wake-up is moot
     if (this.policy.size > 0 || this.running > 0) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];

@@ -84,3 +84,25 @@ describe('BatchDriver', () => {
     expect(errors).toHaveLength(1);
   });
 });
+
+describe('BatchDriver timers', () => {
+  it('sets one timer for a forming batch, not one per item', () => {
+    const clock = new ManualClock();
+    let timersSet = 0;
+    const counting = {
+      now: () => clock.now(),
+      setTimer: (ms: number, fn: () => void) => (timersSet++, clock.setTimer(ms, fn)),
+    };
+    const batches: number[][] = [];
+    const driver = new BatchDriver<number>({
+      policy: new BatchPolicy({ maxBatchSize: 100, maxDelayMs: 10 }),
+      clock: counting,
+      run: async (batch) => void batches.push(batch),
+    });
+    for (let i = 0; i < 50; i++) driver.add(i);
+    expect(timersSet).toBe(1);
+    clock.advance(10);
+    expect(batches).toEqual([Array.from({ length: 50 }, (_, i) => i)]);
+    expect(clock.pendingTimers).toBe(0);
+  });
+});
