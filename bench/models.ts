@@ -48,6 +48,40 @@ function glorot(tf: typeof tfjs, offset: number) {
   return tf.initializers.glorotUniform({ seed: SEED + offset });
 }
 
+type Activation = 'relu' | 'sigmoid' | 'softmax';
+
+function dense(tf: typeof tfjs, units: number, activation: Activation, name: string, seed: number) {
+  return tf.layers.dense({ units, activation, name, kernelInitializer: glorot(tf, seed) });
+}
+
+function conv(tf: typeof tfjs, filters: number, name: string, seed: number) {
+  return tf.layers.conv2d({
+    filters,
+    kernelSize: 3,
+    activation: 'relu',
+    name,
+    kernelInitializer: glorot(tf, seed),
+  });
+}
+
+/**
+ * A functional model from input `x` through `layers` in order. Layer names are the card's tensor
+ * names: inputNames = ['x'], and the last layer is named 'y'.
+ */
+function chain(
+  tf: typeof tfjs,
+  name: string,
+  shape: number[],
+  layers: tfjs.layers.Layer[],
+): tfjs.LayersModel {
+  const x = tf.input({ shape, name: 'x' });
+  const y = layers.reduce<tfjs.SymbolicTensor>(
+    (h, layer) => layer.apply(h) as tfjs.SymbolicTensor,
+    x,
+  );
+  return tf.model({ inputs: x, outputs: y, name });
+}
+
 export const BENCH_MODELS: Record<BenchModelName, BenchModelSpec> = {
   tabular: {
     name: 'tabular',
@@ -55,20 +89,17 @@ export const BENCH_MODELS: Record<BenchModelName, BenchModelSpec> = {
     inputShape: [32],
     outputShape: [1],
     defaultRequests: 200_000,
-    build(tf) {
-      // Layer names are the card's tensor names: inputNames = ['x'], outputNames = ['y'].
-      const x = tf.input({ shape: [32], name: 'x' });
-      let h = tf.layers
-        .dense({ units: 64, activation: 'relu', name: 'dense1', kernelInitializer: glorot(tf, 1) })
-        .apply(x) as tfjs.SymbolicTensor;
-      h = tf.layers
-        .dense({ units: 32, activation: 'relu', name: 'dense2', kernelInitializer: glorot(tf, 2) })
-        .apply(h) as tfjs.SymbolicTensor;
-      const y = tf.layers
-        .dense({ units: 1, activation: 'sigmoid', name: 'y', kernelInitializer: glorot(tf, 3) })
-        .apply(h) as tfjs.SymbolicTensor;
-      return tf.model({ inputs: x, outputs: y, name: 'tabular' });
-    },
+    build: (tf) =>
+      chain(
+        tf,
+        'tabular',
+        [32],
+        [
+          dense(tf, 64, 'relu', 'dense1', 1),
+          dense(tf, 32, 'relu', 'dense2', 2),
+          dense(tf, 1, 'sigmoid', 'y', 3),
+        ],
+      ),
   },
   mlp: {
     name: 'mlp',
@@ -77,29 +108,17 @@ export const BENCH_MODELS: Record<BenchModelName, BenchModelSpec> = {
     outputShape: [10],
     labels: DIGIT_LABELS,
     defaultRequests: 60_000,
-    build(tf) {
-      const x = tf.input({ shape: [784], name: 'x' });
-      let h = tf.layers
-        .dense({
-          units: 512,
-          activation: 'relu',
-          name: 'dense1',
-          kernelInitializer: glorot(tf, 11),
-        })
-        .apply(x) as tfjs.SymbolicTensor;
-      h = tf.layers
-        .dense({
-          units: 512,
-          activation: 'relu',
-          name: 'dense2',
-          kernelInitializer: glorot(tf, 12),
-        })
-        .apply(h) as tfjs.SymbolicTensor;
-      const y = tf.layers
-        .dense({ units: 10, activation: 'softmax', name: 'y', kernelInitializer: glorot(tf, 13) })
-        .apply(h) as tfjs.SymbolicTensor;
-      return tf.model({ inputs: x, outputs: y, name: 'mlp' });
-    },
+    build: (tf) =>
+      chain(
+        tf,
+        'mlp',
+        [784],
+        [
+          dense(tf, 512, 'relu', 'dense1', 11),
+          dense(tf, 512, 'relu', 'dense2', 12),
+          dense(tf, 10, 'softmax', 'y', 13),
+        ],
+      ),
   },
   cnn: {
     name: 'cnn',
@@ -108,37 +127,21 @@ export const BENCH_MODELS: Record<BenchModelName, BenchModelSpec> = {
     outputShape: [10],
     labels: DIGIT_LABELS,
     defaultRequests: 32_000,
-    build(tf) {
-      const x = tf.input({ shape: [28, 28, 1], name: 'x' });
-      let h = tf.layers
-        .conv2d({
-          filters: 16,
-          kernelSize: 3,
-          activation: 'relu',
-          name: 'conv1',
-          kernelInitializer: glorot(tf, 21),
-        })
-        .apply(x) as tfjs.SymbolicTensor;
-      h = tf.layers.maxPooling2d({ poolSize: 2, name: 'pool1' }).apply(h) as tfjs.SymbolicTensor;
-      h = tf.layers
-        .conv2d({
-          filters: 32,
-          kernelSize: 3,
-          activation: 'relu',
-          name: 'conv2',
-          kernelInitializer: glorot(tf, 22),
-        })
-        .apply(h) as tfjs.SymbolicTensor;
-      h = tf.layers.maxPooling2d({ poolSize: 2, name: 'pool2' }).apply(h) as tfjs.SymbolicTensor;
-      h = tf.layers.flatten({ name: 'flatten' }).apply(h) as tfjs.SymbolicTensor;
-      h = tf.layers
-        .dense({ units: 64, activation: 'relu', name: 'dense1', kernelInitializer: glorot(tf, 23) })
-        .apply(h) as tfjs.SymbolicTensor;
-      const y = tf.layers
-        .dense({ units: 10, activation: 'softmax', name: 'y', kernelInitializer: glorot(tf, 24) })
-        .apply(h) as tfjs.SymbolicTensor;
-      return tf.model({ inputs: x, outputs: y, name: 'cnn' });
-    },
+    build: (tf) =>
+      chain(
+        tf,
+        'cnn',
+        [28, 28, 1],
+        [
+          conv(tf, 16, 'conv1', 21),
+          tf.layers.maxPooling2d({ poolSize: 2, name: 'pool1' }),
+          conv(tf, 32, 'conv2', 22),
+          tf.layers.maxPooling2d({ poolSize: 2, name: 'pool2' }),
+          tf.layers.flatten({ name: 'flatten' }),
+          dense(tf, 64, 'relu', 'dense1', 23),
+          dense(tf, 10, 'softmax', 'y', 24),
+        ],
+      ),
   },
 };
 
@@ -150,7 +153,7 @@ export function exampleSize(spec: BenchModelSpec): number {
 /** Digest of what decides the saved files: the layer definition and the seed. */
 function definitionDigest(spec: BenchModelSpec): string {
   return createHash('sha256')
-    .update(`${SEED}\n${spec.build.toString()}`)
+    .update(`${SEED}\n${spec.build.toString()}\n${[glorot, dense, conv, chain].join('\n')}`)
     .digest('hex')
     .slice(0, 16);
 }

@@ -27,7 +27,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { Partitioners, type Kafka, type KafkaMessage, type Producer } from 'kafkajs';
+import { Partitioners, type Consumer, type Kafka, type KafkaMessage, type Producer } from 'kafkajs';
 import { AvroCodec } from '../src/codec/avro.js';
 import type { InferenceResult } from '../src/codec/types.js';
 import { loadConfig, type StreamscoreConfig } from '../src/config/index.js';
@@ -355,6 +355,23 @@ function newProducer(kafka: Kafka, idempotent = false): Producer {
   });
 }
 
+/** A consumer in a fresh group, connected and subscribed to `topic` from its beginning. */
+async function subscribedConsumer(
+  bench: Bench,
+  topic: string,
+  what: string,
+  maxWaitTimeInMs = 100,
+): Promise<Consumer> {
+  const consumer = bench.kafka.consumer({
+    groupId: freshGroup(bench, what),
+    maxWaitTimeInMs,
+    allowAutoTopicCreation: false,
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  return consumer;
+}
+
 /**
  * Reads `topic` from the beginning with a fresh group and calls `onMessage` for each record,
  * until `stop()` is called. Resolves once the consumer has joined its group.
@@ -364,13 +381,7 @@ async function startReader(
   topic: string,
   onMessage: (message: KafkaMessage, readAt: number) => void,
 ): Promise<{ stop(): Promise<void> }> {
-  const consumer = bench.kafka.consumer({
-    groupId: freshGroup(bench, 'reader'),
-    maxWaitTimeInMs: 50,
-    allowAutoTopicCreation: false,
-  });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
+  const consumer = await subscribedConsumer(bench, topic, 'reader', 50);
   await consumer.run({
     autoCommit: false,
     eachBatch: async ({ batch }) => {
@@ -473,14 +484,8 @@ async function ioCeiling(
   // The same producer settings as the worker's sink (idempotent, acks -1, one request in flight):
   // the ceiling is for the same delivery guarantee, not a looser one.
   const producer = newProducer(bench.kafka, true);
-  const consumer = bench.kafka.consumer({
-    groupId: freshGroup(bench, 'io'),
-    allowAutoTopicCreation: false,
-    maxWaitTimeInMs: 100,
-  });
   await producer.connect();
-  await consumer.connect();
-  await consumer.subscribe({ topic: from, fromBeginning: true });
+  const consumer = await subscribedConsumer(bench, from, 'io');
   let first = 0;
   let last = 0;
   let acked = 0;
@@ -605,14 +610,8 @@ async function naiveWorker(
   const codec = new AvroCodec({ resultFloatEncoding: config.output.floatEncoding });
   const { info } = runner;
   const producer = newProducer(bench.kafka);
-  const consumer = bench.kafka.consumer({
-    groupId: freshGroup(bench, 'naive'),
-    allowAutoTopicCreation: false,
-    maxWaitTimeInMs: 100,
-  });
   await producer.connect();
-  await consumer.connect();
-  await consumer.subscribe({ topic: from, fromBeginning: true });
+  const consumer = await subscribedConsumer(bench, from, 'naive');
   const budgetMs = bench.options.naiveSeconds * 1000;
   let first = 0;
   let last = 0;
