@@ -46,6 +46,7 @@ export async function startService(
       ...config.topics.requests,
       config.topics.results,
       config.topics.deadLetter,
+      ...(config.topics.failed ? [config.topics.failed] : []),
     ]);
     const sink = new KafkajsSink(kafka, { compression: config.kafka.compression, log });
     await sink.connect();
@@ -88,6 +89,8 @@ export async function startService(
     options: {
       resultTopic: config.topics.results,
       deadLetterTopic: config.topics.deadLetter,
+      failedTopic: config.topics.failed ?? undefined,
+      maxAttempts: config.delivery.maxAttempts,
       maxBatchSize: batchSize,
       maxBatchBytes: config.batching.maxBatchBytes,
       maxDelayMs: config.batching.maxDelayMs,

@@ -104,7 +104,12 @@ export function buildProgram(): Command {
         const config = configFrom(flags);
         requireBrokers(config);
         const log = createLogger(config.log.level);
-        const names = [...config.topics.requests, config.topics.results, config.topics.deadLetter];
+        const names = [
+          ...config.topics.requests,
+          config.topics.results,
+          config.topics.deadLetter,
+          ...(config.topics.failed ? [config.topics.failed] : []),
+        ];
         const created = await ensureTopics(
           createKafka(config.kafka, log),
           names.map((topic) => ({ topic, numPartitions: flags.partitions })),

@@ -98,7 +98,15 @@ export const configSchema = z
         results: topicName.default('streamscore.results').describe('Topic for predictions.'),
         deadLetter: topicName
           .default('streamscore.dead-letter')
-          .describe('Topic for records that could not be answered, with the reason in headers.'),
+          .describe(
+            'Topic for records that could not be answered, with the reason in headers (streamscore.error.category: unprocessable or failed).',
+          ),
+        failed: topicName
+          .nullable()
+          .default(null)
+          .describe(
+            'Separate topic for the "failed" category (the model or the output step failed for that input). null: failed records go to topics.deadLetter too, told apart by the category header.',
+          ),
       })
       .strict()
       .prefault({}),
@@ -204,6 +212,34 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    delivery: z
+      .object({
+        mode: z
+          .enum(['at-least-once', 'exactly-once'])
+          .default('at-least-once')
+          .describe(
+            'at-least-once: offsets are committed once results are acknowledged; a crash can repeat answers. exactly-once: results, dead letters and offsets commit in one Kafka transaction per input partition; readers must use isolation.level=read_committed.',
+          ),
+        transactionalIdPrefix: z
+          .string()
+          .regex(/^[a-zA-Z0-9._-]{1,200}$/, 'expected letters, digits, ".", "_", "-"')
+          .nullable()
+          .default(null)
+          .describe(
+            'exactly-once only: transactional ids are <prefix>.<topic>.<partition>, one per input partition, which fences a worker that lost the partition. null: kafka.groupId.',
+          ),
+        maxAttempts: z
+          .number()
+          .int()
+          .min(1)
+          .max(100)
+          .default(5)
+          .describe(
+            'A record whose model step fails in a retriable way (e.g. its replica crashed) this many times is dead-lettered with the attempt history, so one record cannot stall its partition.',
+          ),
+      })
+      .strict()
+      .prefault({}),
     commit: z
       .object({
         intervalMs: z
@@ -212,7 +248,7 @@ export const configSchema = z
           .min(0)
           .default(500)
           .describe(
-            'How often acknowledged offsets are committed (0: after every acknowledged send).',
+            "How often acknowledged offsets are committed (0: after every acknowledged send). In exactly-once mode, how often each partition's transaction commits: results become visible to read_committed readers then.",
           ),
       })
       .strict()

@@ -21,6 +21,10 @@ import { packBatch, resultFor } from './tensors.js';
 export interface WorkerOptions {
   resultTopic: string;
   deadLetterTopic: string;
+  /** Topic for the "failed" dead-letter category; default: deadLetterTopic. */
+  failedTopic?: string | undefined;
+  /** A record whose model step fails retriably this many times is dead-lettered. Default 5. */
+  maxAttempts?: number;
   maxBatchSize: number;
   /** Cut a batch once its record values add up to this many bytes. */
   maxBatchBytes?: number;
