@@ -8,6 +8,7 @@ import {
   type KafkaMessage,
   type LogEntry,
   type Producer,
+  type TopicMessages,
 } from 'kafkajs';
 import type { StreamscoreConfig } from '../config/schema.js';
 import { StreamscoreError } from '../errors.js';
@@ -91,6 +92,8 @@ export class KafkajsSource implements RecordSource {
   private readonly log: Logger;
   private assignment: TopicPartition[] = [];
   private stopped: Promise<void> | null = null;
+  private paused = false;
+  private readonly held = new Map<string, TopicPartition>();
 
   constructor(
     kafka: Kafka,
@@ -143,15 +146,43 @@ export class KafkajsSource implements RecordSource {
   }
 
   pause(): void {
-    this.consumer.pause(this.topicList());
+    this.paused = true;
+    this.applyPauses();
   }
 
   resume(): void {
-    this.consumer.resume(this.topicList());
+    this.paused = false;
+    this.applyPauses();
   }
 
-  private topicList(): { topic: string }[] {
-    return [...new Set(this.options.topics)].map((topic) => ({ topic }));
+  hold(partitions: TopicPartition[]): void {
+    for (const tp of partitions) this.held.set(`${tp.topic}\u0000${tp.partition}`, tp);
+    this.applyPauses();
+  }
+
+  release(partition: TopicPartition, offset: string | null): void {
+    this.held.delete(`${partition.topic}\u0000${partition.partition}`);
+    // kafkajs applies a seek before its next fetch of the partition, without committing it.
+    if (offset !== null) this.consumer.seek({ ...partition, offset });
+    this.applyPauses();
+  }
+
+  /**
+   * kafkajs keeps one pause state per topic and a pause of some partitions clears a whole-topic
+   * pause, so the state is always rebuilt from ours: everything while paused, else the held
+   * partitions only. Synchronous, so no fetch can start in between.
+   */
+  private applyPauses(): void {
+    for (const topic of new Set(this.options.topics)) {
+      if (this.paused) {
+        this.consumer.pause([{ topic }]);
+        continue;
+      }
+      this.consumer.resume([{ topic }]);
+      const held = [...this.held.values()].filter((tp) => tp.topic === topic);
+      if (held.length > 0)
+        this.consumer.pause([{ topic, partitions: held.map((tp) => tp.partition) }]);
+    }
   }
 
   async commit(offsets: TopicPartitionOffset[]): Promise<void> {
@@ -169,6 +200,24 @@ export class KafkajsSource implements RecordSource {
 export interface KafkajsSinkOptions {
   compression: 'none' | 'gzip';
   log: Logger;
+}
+
+export function compressionType(compression: 'none' | 'gzip'): CompressionTypes {
+  return compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
+}
+
+/** One sendBatch entry per topic, records in their order. */
+export function topicMessages(records: OutboundRecord[]): TopicMessages[] {
+  const topics = new Map<string, OutboundRecord[]>();
+  for (const record of records) {
+    const list = topics.get(record.topic);
+    if (list) list.push(record);
+    else topics.set(record.topic, [record]);
+  }
+  return [...topics].map(([topic, list]) => ({
+    topic,
+    messages: list.map((r) => ({ key: r.key, value: r.value, headers: r.headers })),
+  }));
 }
 
 /** Idempotent producer, acks=all: send() resolves only once every record is acknowledged. */
@@ -198,20 +247,10 @@ export class KafkajsSink implements RecordSink {
   async send(records: OutboundRecord[]): Promise<void> {
     if (records.length === 0) return;
     await this.connect();
-    const byTopic = new Map<string, OutboundRecord[]>();
-    for (const record of records) {
-      const list = byTopic.get(record.topic) ?? [];
-      list.push(record);
-      byTopic.set(record.topic, list);
-    }
     await this.producer.sendBatch({
       acks: -1,
-      compression:
-        this.options.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
-      topicMessages: [...byTopic].map(([topic, list]) => ({
-        topic,
-        messages: list.map((r) => ({ key: r.key, value: r.value, headers: r.headers })),
-      })),
+      compression: compressionType(this.options.compression),
+      topicMessages: topicMessages(records),
     });
   }
 

@@ -51,6 +51,14 @@ export interface RecordSource {
   pause(): void;
   /** Fetches again after pause(). */
   resume(): void;
+  /**
+   * Stops fetching from these partitions until released, independently of pause()/resume()
+   * (exactly-once: nothing is read from a partition before its earlier owner is fenced).
+   * Call it from onAssignment to be sure no record of the new assignment was fetched yet.
+   */
+  hold(partitions: TopicPartition[]): void;
+  /** Fetches the partition again, from `offset` when given (the next offset to read). */
+  release(partition: TopicPartition, offset: string | null): void;
   /** Commits the given next-offsets-to-read for the group. */
   commit(offsets: TopicPartitionOffset[]): Promise<void>;
   /** Stops fetching and leaves the group. Safe to call more than once. */
@@ -60,5 +68,28 @@ export interface RecordSource {
 export interface RecordSink {
   /** Resolves only once the broker acknowledged every record (acks=all). */
   send(records: OutboundRecord[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * exactly-once: one transactional producer per input partition, the pre-KIP-447 pattern. Opening
+ * a partition fences every earlier producer of its transactional id (the broker aborts, or
+ * finishes, what that producer left open), so a worker that lost the partition can no longer
+ * commit for it; only then is the committed offset read, which is therefore final.
+ */
+export interface TransactionalSink {
+  open(partition: TopicPartition): Promise<PartitionTransactions>;
+  close(): Promise<void>;
+}
+
+export interface PartitionTransactions {
+  /** The group's committed offset of the partition, read after fencing; null when none. */
+  readonly committedOffset: string | null;
+  /**
+   * Produces the records and commits `offset` (the next offset to read) for the partition in
+   * one Kafka transaction. Rejects if anything failed; the transaction is then aborted (by this
+   * call, or by the broker when the partition is opened again).
+   */
+  commit(records: OutboundRecord[], offset: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -5,6 +5,7 @@ import type {
   RecordSink,
   RecordSource,
   SourceHandlers,
+  TopicPartition,
   TopicPartitionOffset,
 } from '../../src/kafka/types.js';
 import type { BatchOutputs, ModelInfo, ModelRunner, PackedBatch } from '../../src/model/types.js';
@@ -39,6 +40,26 @@ export class FakeSource implements RecordSource {
   resume(): void {
     this.paused = false;
     this.events.push('resume');
+  }
+
+  /** Partitions held (not fetched) and the seeks their release asked for. */
+  held = new Set<string>();
+  seeks: TopicPartitionOffset[] = [];
+
+  hold(partitions: TopicPartition[]): void {
+    for (const tp of partitions) this.held.add(`${tp.topic}/${tp.partition}`);
+    this.events.push(`hold ${partitions.map((tp) => `${tp.topic}/${tp.partition}`).join(',')}`);
+  }
+
+  release(tp: TopicPartition, offset: string | null): void {
+    this.held.delete(`${tp.topic}/${tp.partition}`);
+    if (offset !== null) this.seeks.push({ ...tp, offset });
+    this.events.push(`release ${tp.topic}/${tp.partition}@${offset ?? 'default'}`);
+  }
+
+  /** Simulates a rebalance: the handlers learn the new assignment. */
+  assign(partitions: TopicPartition[]): void {
+    this.handlers!.onAssignment?.(partitions);
   }
 
   async commit(offsets: TopicPartitionOffset[]): Promise<void> {

@@ -1,0 +1,164 @@
+import { Partitioners, type Admin, type Kafka, type Producer } from 'kafkajs';
+import { StreamscoreError } from '../errors.js';
+import type { Logger } from '../telemetry/logger.js';
+import { compressionType, topicMessages } from './kafkajs.js';
+import type {
+  OutboundRecord,
+  PartitionTransactions,
+  TopicPartition,
+  TransactionalSink,
+} from './types.js';
+
+export interface KafkajsTransactionalSinkOptions {
+  /** The consumer group whose offsets the transactions commit. */
+  groupId: string;
+  /** Transactional ids are `<prefix>.<topic>.<partition>`. */
+  transactionalIdPrefix: string;
+  compression: 'none' | 'gzip';
+  /** Records of one transaction go out in produce requests of at most this many bytes. */
+  maxSendBytes: number;
+  /** The broker aborts a transaction left open this long (a crashed worker's). */
+  transactionTimeoutMs?: number;
+  log: Logger;
+}
+
+export function transactionalIdFor(prefix: string, tp: TopicPartition): string {
+  return `${prefix}.${tp.topic}.${tp.partition}`;
+}
+
+/**
+ * Transactions through kafkajs, whose TxnOffsetCommit predates KIP-447 (no group-generation
+ * fencing): each input partition gets its own transactional producer, so whoever opens the
+ * partition last owns its transactional id and a former owner's commits are refused.
+ */
+export class KafkajsTransactionalSink implements TransactionalSink {
+  private admin: Promise<Admin> | null = null;
+  private readonly open_ = new Set<KafkajsPartitionTransactions>();
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly options: KafkajsTransactionalSinkOptions,
+  ) {}
+
+  async open(tp: TopicPartition): Promise<PartitionTransactions> {
+    const transactionalId = transactionalIdFor(this.options.transactionalIdPrefix, tp);
+    const producer = this.kafka.producer({
+      transactionalId,
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      transactionTimeout: this.options.transactionTimeoutMs ?? 60_000,
+    });
+    try {
+      await producer.connect();
+      // InitProducerId bumps the epoch: an earlier producer of this id is fenced from here on,
+      // and the transaction it left open is aborted (or completed) before this returns.
+      const fence = await producer.transaction();
+      await fence.abort();
+      const committedOffset = await this.committedOffset(tp);
+      const partition = new KafkajsPartitionTransactions(
+        producer,
+        tp,
+        committedOffset,
+        this.options,
+        () => this.open_.delete(partition),
+      );
+      this.open_.add(partition);
+      return partition;
+    } catch (err) {
+      await producer.disconnect().catch(() => undefined);
+      throw new StreamscoreError(
+        'KAFKA_UNAVAILABLE',
+        `cannot open transactions for ${tp.topic}[${tp.partition}] (transactional id ${transactionalId}): ${(err as Error).message}`,
+        { cause: err, retriable: true, details: { transactionalId } },
+      );
+    }
+  }
+
+  private async committedOffset(tp: TopicPartition): Promise<string | null> {
+    this.admin ??= (async () => {
+      const admin = this.kafka.admin();
+      await admin.connect();
+      return admin;
+    })();
+    let admin: Admin;
+    try {
+      admin = await this.admin;
+    } catch (err) {
+      this.admin = null;
+      throw err;
+    }
+    const [topic] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [tp.topic] });
+    const found = topic?.partitions.find((p) => p.partition === tp.partition);
+    return found && found.offset !== '-1' ? found.offset : null;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.open_].map((p) => p.close()));
+    const admin = this.admin;
+    this.admin = null;
+    if (admin) await (await admin.catch(() => null))?.disconnect();
+  }
+}
+
+class KafkajsPartitionTransactions implements PartitionTransactions {
+  private closed: Promise<void> | null = null;
+
+  constructor(
+    private readonly producer: Producer,
+    private readonly tp: TopicPartition,
+    readonly committedOffset: string | null,
+    private readonly options: KafkajsTransactionalSinkOptions,
+    private readonly onClose: () => void,
+  ) {}
+
+  async commit(records: OutboundRecord[], offset: string): Promise<void> {
+    const txn = await this.producer.transaction();
+    try {
+      for (const chunk of chunks(records, this.options.maxSendBytes)) {
+        await txn.sendBatch({
+          acks: -1,
+          compression: compressionType(this.options.compression),
+          topicMessages: topicMessages(chunk),
+        });
+      }
+      await txn.sendOffsets({
+        consumerGroupId: this.options.groupId,
+        topics: [{ topic: this.tp.topic, partitions: [{ partition: this.tp.partition, offset }] }],
+      });
+      await txn.commit();
+    } catch (err) {
+      // Best effort: if this fails too, the next owner's fencing (or the transaction timeout)
+      // aborts it. Either way nothing of it becomes visible to read_committed readers.
+      if (txn.isActive()) await txn.abort().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    this.closed ??= this.producer
+      .disconnect()
+      .catch((err: unknown) => {
+        this.options.log.warn({ err, ...this.tp }, 'transactional producer did not disconnect');
+      })
+      .finally(this.onClose);
+    return this.closed;
+  }
+}
+
+function* chunks(records: OutboundRecord[], maxBytes: number): Generator<OutboundRecord[]> {
+  let chunk: OutboundRecord[] = [];
+  let bytes = 0;
+  for (const record of records) {
+    const size = record.value.length + (record.key?.length ?? 0);
+    if (chunk.length > 0 && bytes + size > maxBytes) {
+      yield chunk;
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(record);
+    bytes += size;
+  }
+  if (chunk.length > 0) yield chunk;
+}
