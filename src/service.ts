@@ -3,6 +3,7 @@ import path from 'node:path';
 import { AvroCodec } from './codec/avro.js';
 import { requireBrokers } from './config/load.js';
 import type { StreamscoreConfig } from './config/schema.js';
+import { KafkajsTransactionalSink } from './kafka/kafkajs-transactions.js';
 import { checkTopics, createKafka, KafkajsSink, KafkajsSource } from './kafka/kafkajs.js';
 import { autotuneBatchSize } from './model/autotune.js';
 import { selectBackend } from './model/backend.js';
@@ -49,7 +50,18 @@ export async function startService(
       ...(config.topics.failed ? [config.topics.failed] : []),
     ]);
     const sink = new KafkajsSink(kafka, { compression: config.kafka.compression, log });
-    await sink.connect();
+    const exactlyOnce = config.delivery.mode === 'exactly-once';
+    // exactly-once produces through one transactional producer per input partition instead.
+    if (!exactlyOnce) await sink.connect();
+    const transactions = exactlyOnce
+      ? new KafkajsTransactionalSink(kafka, {
+          groupId: config.kafka.groupId,
+          transactionalIdPrefix: config.delivery.transactionalIdPrefix ?? config.kafka.groupId,
+          compression: config.kafka.compression,
+          maxSendBytes: config.kafka.maxSendBytes,
+          log,
+        })
+      : undefined;
     const source = new KafkajsSource(kafka, {
       groupId: config.kafka.groupId,
       topics: config.topics.requests,
@@ -59,7 +71,7 @@ export async function startService(
       fetchMaxBytesPerPartition: config.kafka.fetchMaxBytesPerPartition,
       log,
     });
-    return { source, sink, batchSize };
+    return { source, sink, transactions, batchSize };
   })();
   let started;
   try {
@@ -70,7 +82,7 @@ export async function startService(
   }
 
   const metrics = new WorkerMetrics();
-  const { source, sink, batchSize } = started;
+  const { source, sink, transactions, batchSize } = started;
   metrics.registerModelInfo(() => ({
     model: model.info.name,
     version: model.info.version,
@@ -86,6 +98,7 @@ export async function startService(
     log,
     metrics,
     onFatal,
+    transactions,
     options: {
       resultTopic: config.topics.results,
       deadLetterTopic: config.topics.deadLetter,

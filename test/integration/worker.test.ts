@@ -42,7 +42,10 @@ async function makeTopics(name: string): Promise<Topics> {
   return topics;
 }
 
-function serviceConfig(topics: Topics): StreamscoreConfig {
+function serviceConfig(
+  topics: Topics,
+  delivery: StreamscoreConfig['delivery']['mode'] = 'at-least-once',
+): StreamscoreConfig {
   return loadConfig({
     env: {},
     overrides: {
@@ -54,6 +57,7 @@ function serviceConfig(topics: Topics): StreamscoreConfig {
       },
       model: { name: 'digits', version: '1' },
       commit: { intervalMs: 100 },
+      delivery: { mode: delivery },
       log: { level: 'silent' },
     },
   });
@@ -222,6 +226,58 @@ describe('worker against a real broker', () => {
       expect(Number(headers[HEADER.sourceOffset]!.toString())).toBeGreaterThanOrEqual(0);
       // The dead letter carries the original bytes, so it can be inspected and replayed.
       expect(Buffer.compare(letter.value!, original.get(letter.key!.toString())!)).toBe(0);
+    }
+  });
+
+  it('exactly-once: read_committed sees each answer once and the offsets committed with them', async () => {
+    const topics = await makeTopics('eos');
+    const config = serviceConfig(topics, 'exactly-once');
+    const service = await startService(config, { log: silentLogger });
+    services.push(service);
+
+    const corrupted = new Set<string>();
+    const requests = Array.from({ length: TOTAL }, (_, i) => {
+      const id = `x-${i}`;
+      const value = codec.encodeRequest({
+        id,
+        model: null,
+        modelVersion: null,
+        requestedAt: Date.now(),
+        inputs: [{ name: 'pixels', shape: [64], data: sampleFor(heldOut, i).pixels }],
+      });
+      if (i % 50 !== 7) return { key: id, value };
+      corrupted.add(id);
+      return { key: id, value: value.subarray(0, 30) };
+    });
+    await produce(kafka, topics.requests, requests);
+
+    const results = await readAll(brokers, topics.results, {
+      expected: TOTAL - corrupted.size,
+      timeoutMs: 120_000,
+    });
+    const letters = await readAll(brokers, topics.deadLetter, {
+      expected: corrupted.size,
+      timeoutMs: 30_000,
+    });
+    const report = await service.stop();
+    expect(report).toEqual({ unanswered: 0, drained: true });
+
+    const ids = results.map((m) => codec.decodeResult(m.value!).id);
+    expect(ids.length).toBe(TOTAL - corrupted.size);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids) expect(corrupted.has(id)).toBe(false);
+    expect(new Set(letters.map((m) => m.key!.toString()))).toEqual(corrupted);
+    expect(letters.length).toBe(corrupted.size);
+    // Nothing visible to read_committed beyond what was read (aborted records would be skipped
+    // silently, so this reads uncommitted too: every produced record was committed).
+    const uncommitted = await readAll(brokers, topics.results, {
+      expected: TOTAL,
+      timeoutMs: 3_000,
+      isolationLevel: 'read_uncommitted',
+    });
+    expect(uncommitted.length).toBe(TOTAL - corrupted.size);
+    for (const p of await committedOffsets(kafka, config.kafka.groupId, topics.requests)) {
+      expect(p.committed).toBe(p.end);
     }
   });
 });
