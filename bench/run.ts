@@ -673,6 +673,7 @@ function streamscoreConfig(
   bench: Bench,
   name: BenchModelName,
   topics: { requests: string; results: string; deadLetter: string },
+  mode: DeliveryMode = 'at-least-once',
 ): StreamscoreConfig {
   return loadConfig({
     env: {},
@@ -684,10 +685,13 @@ function streamscoreConfig(
         deadLetter: topics.deadLetter,
       },
       model: { repository: BENCH_REPOSITORY, name, version: BENCH_VERSION },
+      delivery: { mode },
       log: { level: 'silent' },
     },
   });
 }
+
+type DeliveryMode = StreamscoreConfig['delivery']['mode'];
 
 interface StreamscoreThroughput extends Throughput {
   batches: number;
@@ -720,11 +724,13 @@ async function streamscoreThroughput(
   name: BenchModelName,
   requests: string,
   expected: number,
+  mode: DeliveryMode = 'at-least-once',
 ): Promise<{ result: StreamscoreThroughput; config: StreamscoreConfig }> {
-  const results = `${requests}.ss-results`;
-  const deadLetter = `${requests}.ss-dead-letter`;
+  const suffix = mode === 'exactly-once' ? 'ss-eos' : 'ss';
+  const results = `${requests}.${suffix}-results`;
+  const deadLetter = `${requests}.${suffix}-dead-letter`;
   await createTopics(bench, results, deadLetter);
-  const config = streamscoreConfig(bench, name, { requests, results, deadLetter });
+  const config = streamscoreConfig(bench, name, { requests, results, deadLetter }, mode);
   collectGarbage();
   const rssAtStart = bench.rss.sample() / 2 ** 20;
   const rssWindow = bench.rss.window();
@@ -1385,7 +1391,13 @@ interface ModelReport {
     io_ceiling: Throughput;
     naive: NaiveResult;
     streamscore: StreamscoreThroughput;
+    /** The same worker with delivery.mode exactly-once (results read back read_committed). */
+    streamscore_exactly_once: StreamscoreThroughput;
   };
+  /** streamscore with delivery.mode exactly-once, records/s. */
+  streamscore_exactly_once_rps: number;
+  /** Throughput lost to exactly-once: 1 − exactly-once ÷ at-least-once, in percent. */
+  exactly_once_cost_pct: number;
   latency: LatencyAtLoad[];
   /** The `streamscore run` process of the latency loads and the overload. */
   latency_worker: WorkerProcessReport;
@@ -1453,6 +1465,12 @@ async function benchModel(
     `      ${fmtRate(ss.result.rps)}/s (mean batch ${ss.result.mean_batch}, ${ss.result.seconds.toFixed(1)} s)`,
   );
 
+  say('  +   streamscore with delivery.mode exactly-once (per-partition transactions)…');
+  const eos = await streamscoreThroughput(bench, name, requests, count, 'exactly-once');
+  say(
+    `      ${fmtRate(eos.result.rps)}/s (mean batch ${eos.result.mean_batch}, ${eos.result.seconds.toFixed(1)} s)`,
+  );
+
   say(
     `  latency: \`streamscore run\` in its own process; ${LOAD_LEVELS.map((p) => `${p} %`).join(', ')} of ${fmtRate(ss.result.rps)}/s, ${bench.options.loadSeconds} s each…`,
   );
@@ -1462,6 +1480,8 @@ async function benchModel(
   const at50 = lat.loads.find((l) => l.load_pct === 50)!;
   const report: ModelReport = {
     streamscore_rps: round(ss.result.rps),
+    streamscore_exactly_once_rps: round(eos.result.rps),
+    exactly_once_cost_pct: round((1 - eos.result.rps / ss.result.rps) * 100, 1),
     io_ceiling_rps: round(io.rps),
     compute_ceiling_rps: round(compute.rps),
     naive_rps: round(naive.rps),
@@ -1483,6 +1503,7 @@ async function benchModel(
       io_ceiling: roundThroughput(io),
       naive: roundThroughput(naive),
       streamscore: roundThroughput(ss.result),
+      streamscore_exactly_once: roundThroughput(eos.result),
     },
     latency: lat.loads,
     latency_worker: lat.worker,
@@ -1621,6 +1642,11 @@ function printTable(r: ModelReport): void {
     `batches ≤ ${ss.batch_size_limit ?? '?'}, mean ${ss.mean_batch}; ${ss.replicas} replica(s); nothing in flight ${Math.round(ss.empty_fraction * 100)} % of the time; cpu ${ss.cpu_cores.bench} + broker ${ss.cpu_cores.broker ?? '?'} cores`,
   );
   row(
+    'streamscore exactly-once',
+    fmtInt(r.streamscore_exactly_once_rps),
+    `delivery.mode exactly-once: ${r.exactly_once_cost_pct} % below at-least-once; cpu ${r.phases.streamscore_exactly_once.cpu_cores.bench} + broker ${r.phases.streamscore_exactly_once.cpu_cores.broker ?? '?'} cores`,
+  );
+  row(
     'streamscore / ceiling',
     r.ratio_vs_ceiling.toFixed(2),
     `min(I/O, compute) = ${fmtInt(Math.min(r.io_ceiling_rps, r.compute_ceiling_rps))}/s`,
@@ -1660,13 +1686,13 @@ function printTable(r: ModelReport): void {
 /** Markdown summary, for bench/README.md and the project README. */
 function markdownTable(models: Record<string, ModelReport>): string {
   const lines = [
-    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | p50 / p95 / p99 at 50 % load | worker peak RSS |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | exactly-once (cost) | p50 / p95 / p99 at 50 % load | worker peak RSS |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of Object.values(models)) {
     const l = r.latency.find((x) => x.load_pct === 50)!;
     lines.push(
-      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
+      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${fmtInt(r.streamscore_exactly_once_rps)}/s (${r.exactly_once_cost_pct} %) | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
     );
   }
   return lines.join('\n');
