@@ -13,6 +13,12 @@ interface PartitionState {
   committed: bigint | null;
 }
 
+/** What a partition still owes: read from `from` on, `count` records without an answer. */
+export interface UnansweredRange extends TopicPartition {
+  from: string;
+  count: number;
+}
+
 const keyOf = (tp: TopicPartition) => `${tp.topic}\u0000${tp.partition}`;
 
 /**
@@ -63,6 +69,19 @@ export class OffsetTracker {
     let count = 0;
     for (const state of this.partitions.values()) count += state.queue.length - state.head;
     return count;
+  }
+
+  /** Per partition: the first unanswered offset and how many records are unanswered. */
+  unanswered(): UnansweredRange[] {
+    const out: UnansweredRange[] = [];
+    for (const state of this.partitions.values()) {
+      // Acknowledged out of order (e.g. a dead letter sent early) is answered, not unanswered.
+      const count = state.queue.length - state.head - state.acked.size;
+      if (count === 0) continue;
+      const from = state.queue[state.head]!.toString();
+      out.push({ topic: state.topic, partition: state.partition, from, count });
+    }
+    return out;
   }
 
   /** Offsets to commit now: only partitions whose committable offset moved. */

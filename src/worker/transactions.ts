@@ -8,6 +8,7 @@ import type {
   TransactionalSink,
 } from '../kafka/types.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { UnansweredRange } from './offsets.js';
 
 export interface TransactionalDeliveryOptions<M> {
   source: RecordSource;
@@ -92,6 +93,17 @@ export class TransactionalDelivery<M = unknown> {
     let count = 0;
     for (const lane of this.lanes.values()) count += lane.live.size;
     return count;
+  }
+
+  /** Per partition: the first uncommitted offset and how many records are not committed. */
+  uncommitted(): UnansweredRange[] {
+    const out: UnansweredRange[] = [];
+    for (const lane of this.lanes.values()) {
+      const first = lane.live.values().next();
+      if (first.done) continue;
+      out.push({ ...lane.tp, from: first.value.record.offset, count: lane.live.size });
+    }
+    return out;
   }
 
   /**

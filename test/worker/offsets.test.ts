@@ -67,4 +67,14 @@ describe('OffsetTracker', () => {
     tracker.ack(p0, '4999');
     expect(tracker.committable()).toEqual([{ ...p0, offset: '5000' }]);
   });
+
+  it('says, per partition, from which offset and how many records are still unanswered', () => {
+    const tracker = new OffsetTracker();
+    for (let i = 10; i < 15; i++) tracker.track(p0, String(i));
+    tracker.track(p1, '3');
+    tracker.ack(p0, '10');
+    tracker.ack(p0, '12');
+    tracker.ack(p1, '3');
+    expect(tracker.unanswered()).toEqual([{ ...p0, from: '11', count: 3 }]);
+  });
 });
