@@ -139,6 +139,8 @@ export class KafkajsSource implements RecordSource {
       eachBatchAutoResolve: true,
       eachBatch: async ({ batch, heartbeat, isRunning, isStale }) => {
         if (batch.messages.length === 0) return;
+        // Fetched before the partition was held: it will be read again once released.
+        if (this.held.has(`${batch.topic}\u0000${batch.partition}`)) return;
         const records = batch.messages.map((m) => toRecord(batch.topic, batch.partition, m));
         await handlers.onRecords(records, { heartbeat, isStale: () => isStale() || !isRunning() });
       },

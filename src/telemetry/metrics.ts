@@ -28,6 +28,10 @@ export class WorkerMetrics {
     description: 'Request time (requestedAt or record timestamp) to result acknowledged',
     unit: 'ms',
   });
+  private readonly reread = this.meter.createCounter('streamscore.records.skipped', {
+    description:
+      'Records not processed: read again while their first copy was in flight, or read from a partition not open for transactions yet (exactly-once)',
+  });
   private readonly sendRetries = this.meter.createCounter('streamscore.send.retries', {
     description: 'Produce attempts that failed and were retried',
   });
@@ -39,6 +43,7 @@ export class WorkerMetrics {
     deadLetteredByCode: {} as Record<string, number>,
     batches: 0,
     sendRetries: 0,
+    skipped: 0,
   };
 
   /** Exports the running model and backend as an info-style gauge (value 1). */
@@ -57,6 +62,11 @@ export class WorkerMetrics {
         description: 'Largest batch the worker forms: the autotuned or configured batch size',
       })
       .addCallback((result) => result.observe(size()));
+  }
+
+  skipped(count: number): void {
+    this.snapshot.skipped += count;
+    this.reread.add(count);
   }
 
   received(count: number): void {

@@ -28,11 +28,16 @@ const keyOf = (tp: TopicPartition) => `${tp.topic}\u0000${tp.partition}`;
 export class OffsetTracker {
   private readonly partitions = new Map<string, PartitionState & TopicPartition>();
 
-  /** Records a read record as in flight. */
-  track(tp: TopicPartition, offset: string): void {
+  /**
+   * Records a read record as in flight. False when the offset was tracked already: the consumer
+   * read it again (e.g. it rejoined the group and restarted from the committed offset) while
+   * the first copy is still being answered, so this copy must be skipped, not answered twice.
+   */
+  track(tp: TopicPartition, offset: string): boolean {
     const key = keyOf(tp);
     let state = this.partitions.get(key);
     const value = BigInt(offset);
+    if (state && value < state.end) return false;
     if (!state) {
       state = {
         ...tp,
@@ -47,6 +52,7 @@ export class OffsetTracker {
     }
     state.queue.push(value);
     state.end = value + 1n;
+    return true;
   }
 
   /** The record's result or dead letter was acknowledged by the broker. */

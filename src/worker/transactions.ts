@@ -52,6 +52,8 @@ class Lane<M> {
   cancelTimer: (() => void) | null = null;
   /** First offset this worker read from the partition: where to go back to if nothing was committed. */
   firstRead: string | null = null;
+  /** The offset after the last one tracked: anything below it was read already. */
+  next: bigint | null = null;
   failures = 0;
 
   constructor(readonly tp: TopicPartition) {}
@@ -61,6 +63,7 @@ class Lane<M> {
     this.slots = [];
     this.head = 0;
     this.live.clear();
+    this.next = null;
     this.ready = [];
     this.cancelTimer?.();
     this.cancelTimer = null;
@@ -125,15 +128,22 @@ export class TransactionalDelivery<M = unknown> {
     }
   }
 
-  /** A record was read: its answer must be committed before any later record's. */
-  track(record: InboundRecord): void {
+  /**
+   * A record was read: its answer must be committed before any later record's. False when it
+   * must not be answered: its partition is not open (it will be read again once it is), or the
+   * offset was tracked already (the consumer read it again after rejoining the group).
+   */
+  track(record: InboundRecord): boolean {
     const lane = this.lanes.get(keyOf(record));
-    // Not open: fetched before the partition was held again; it will be read again.
-    if (!lane || lane.state !== 'open') return;
+    if (!lane || lane.state !== 'open') return false;
+    const offset = BigInt(record.offset);
+    if (lane.next !== null && offset < lane.next) return false;
     const slot: Slot<M> = { record, out: null, meta: undefined };
     lane.slots.push(slot);
     lane.live.set(record.offset, slot);
     lane.firstRead ??= record.offset;
+    lane.next = offset + 1n;
+    return true;
   }
 
   /** Answers for tracked records, in any order; each joins its partition's next transaction. */
@@ -273,6 +283,8 @@ export class TransactionalDelivery<M = unknown> {
       lane.state = 'open';
       // Nothing committed yet: go back to the first record this worker read, if any.
       const from = txns.committedOffset ?? rewindTo;
+      // Records below the offset reading resumes from are not this lane's to answer.
+      if (from !== null) lane.next = BigInt(from);
       this.options.source.release(lane.tp, from);
       this.options.log.info(
         { ...lane.tp, committedOffset: txns.committedOffset, from },

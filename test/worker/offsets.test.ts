@@ -77,4 +77,13 @@ describe('OffsetTracker', () => {
     tracker.ack(p1, '3');
     expect(tracker.unanswered()).toEqual([{ ...p0, from: '11', count: 3 }]);
   });
+
+  it('refuses an offset it tracks already, so a record read twice is answered once', () => {
+    const tracker = new OffsetTracker();
+    expect(tracker.track(p0, '5')).toBe(true);
+    expect(tracker.track(p0, '6')).toBe(true);
+    expect(tracker.track(p0, '5')).toBe(false);
+    expect(tracker.track(p0, '7')).toBe(true);
+    expect(tracker.pending).toBe(3);
+  });
 });

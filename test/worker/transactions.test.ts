@@ -220,6 +220,18 @@ describe('TransactionalDelivery', () => {
     expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '7' });
   });
 
+  it('does not track a record again that it read already, nor one below where reading resumed', async () => {
+    const { sink, delivery } = setup();
+    sink.committed.set(0, '10');
+    delivery.assign([tp(0)]);
+    await settle();
+    expect(delivery.track(record(0, 9))).toBe(false); // below the committed offset
+    expect(delivery.track(record(0, 10))).toBe(true);
+    expect(delivery.track(record(0, 11))).toBe(true);
+    expect(delivery.track(record(0, 10))).toBe(false); // the consumer read it again
+    expect(delivery.pending).toBe(2);
+  });
+
   it('never commits for a partition after losing it', async () => {
     const { sink, delivery, dropped } = setup();
     delivery.assign([tp(0), tp(1)]);

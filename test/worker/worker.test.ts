@@ -240,6 +240,21 @@ describe('InferenceWorker', () => {
     await worker.stop();
   });
 
+  it('answers a record read twice only once (the consumer rejoined and read from the committed offset)', async () => {
+    const { source, sink, worker, model } = setup();
+    await worker.start();
+    source.assign([{ topic: 'requests', partition: 0 }]);
+    const first = Array.from({ length: 6 }, (_, i) => requestRecord(i, [i, 0, 0, 0]));
+    await source.deliver(first.slice(0, 4));
+    // Read again from offset 0 while the first copies are still in flight, then onwards.
+    await source.deliver(Array.from({ length: 6 }, (_, i) => requestRecord(i, [i, 0, 0, 0])));
+    await until(() => source.committed('requests', 0) === '6');
+    const ids = sink.to(RESULTS).map((r) => codec.decodeResult(r.value).id);
+    expect(ids).toEqual(first.map((_, i) => `req-0-${i}`));
+    expect(model.batchSizes.reduce((a, b) => a + b, 0)).toBe(6);
+    expect(worker.metrics.snapshot.skipped).toBe(4);
+  });
+
   it('stop() pauses fetching, answers queued requests, commits, then leaves the group', async () => {
     const { source, sink, worker } = setup({ maxDelayMs: 60_000, maxBatchSize: 100 });
     await worker.start();
