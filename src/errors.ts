@@ -29,6 +29,10 @@ export type ErrorCode =
   | 'KAFKA_UNAVAILABLE'
   | 'TOPIC_MISSING'
   | 'KAFKA_SEND_FAILED'
+  /** The broker refused a record for good (too large, invalid): resending it cannot succeed. */
+  | 'KAFKA_RECORD_REJECTED'
+  /** Another producer with the same identity took over (fenced epoch, transactional id). */
+  | 'KAFKA_FENCED'
   | 'LOCAL_BROKER_FAILED';
 
 /** Dead-letter category: operators act differently on bad input than on failures of ours. */

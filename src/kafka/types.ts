@@ -26,6 +26,8 @@ export interface OutboundRecord {
   key: Buffer | null;
   value: Buffer;
   headers: Record<string, string | Buffer>;
+  /** The inbound record this answers (result or dead letter); never sent. */
+  origin?: InboundRecord;
 }
 
 export interface BatchControl {
