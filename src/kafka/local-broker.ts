@@ -45,6 +45,12 @@ export interface LocalBrokerOptions {
   heapMb?: number;
   /** A fresh directory for config, data and log. Default: `<repo>/.cache/kafka/run-<timestamp>-<pid>`. */
   dataDir?: string;
+  /**
+   * Start on `dataDir` as an earlier broker left it (topics, committed offsets, transactions,
+   * cluster id), formatting the storage only if it was never formatted. Default: false, and a
+   * formatted `dataDir` is an error. `restart()` sets it.
+   */
+  reuseDataDir?: boolean;
   log?: Log;
 }
 
@@ -59,6 +65,13 @@ export interface LocalBroker {
   exited: Promise<number | null>;
   /** SIGTERM, then SIGKILL after 15 s. Safe to call more than once, also concurrently. */
   stop(): Promise<void>;
+  /**
+   * Stops this broker if it still runs (as stop() does) and starts a new JVM on the same data dir
+   * and ports, so clients reconnect to the same address and find their topics, committed offsets
+   * and transactions again. Resolves with the new broker's handle once it is ready; this handle
+   * keeps describing the stopped JVM.
+   */
+  restart(): Promise<LocalBroker>;
 }
 
 /** The package root: the nearest folder above this module holding kafka/pom.xml (src/ and dist/ alike). */
@@ -254,40 +267,14 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** Starts the broker and resolves once a client can describe the cluster. */
-export async function startLocalBroker(opts: LocalBrokerOptions = {}): Promise<LocalBroker> {
-  const log = opts.log ?? silent;
-  const root = findRoot();
-  const libs = await ensureKafkaJars({ log });
-  const cacheRoot = path.join(root, '.cache', 'kafka');
-  if (opts.dataDir === undefined) await pruneOldRuns(cacheRoot);
-  const dataDir = path.resolve(
-    opts.dataDir ?? path.join(cacheRoot, `run-${Date.now()}-${process.pid}`),
-  );
-  const logFile = path.join(dataDir, 'broker.log');
-  const configFile = path.join(dataDir, 'server.properties');
-
-  const [freeA, freeB] = await freePorts(2);
-  const port = opts.port ?? freeA!;
-  const controllerPort = opts.controllerPort ?? (freeB === port ? freeA! : freeB!);
-
-  await mkdir(dataDir, { recursive: true });
-  await writeFile(configFile, serverProperties(port, controllerPort, path.join(dataDir, 'data')));
-
-  const java = process.env['JAVA_HOME']
-    ? path.join(process.env['JAVA_HOME'], 'bin', 'java')
-    : 'java';
-  const jvmArgs = [
-    '-cp',
-    path.join(libs, '*'),
-    `-Dlog4j2.configurationFile=${path.join(root, 'kafka', 'log4j2.properties')}`,
-    `-Dkafka.logs.dir=${dataDir}`,
-    // Kafka shuts down in its own JVM shutdown hook; log4j's hook would stop logging in parallel
-    // and print "Unable to register Log4j shutdown hook because JVM is shutting down".
-    '-Dlog4j2.shutdownHookEnabled=false',
-  ];
-
-  // KRaft refuses to start on an unformatted log dir ("No readable meta.properties files found").
+/** Formats a fresh KRaft log dir with a new cluster id (a dynamic quorum of one). */
+async function formatStorage(
+  java: string,
+  jvmArgs: string[],
+  configFile: string,
+  dataDir: string,
+  log: Log,
+): Promise<void> {
   log(`formatting KRaft storage in ${dataDir}`);
   try {
     await execFileAsync(java, [
@@ -307,6 +294,50 @@ export async function startLocalBroker(opts: LocalBrokerOptions = {}): Promise<L
       { dataDir },
       err,
     );
+  }
+}
+
+/** Starts the broker and resolves once a client can describe the cluster. */
+export async function startLocalBroker(opts: LocalBrokerOptions = {}): Promise<LocalBroker> {
+  const log = opts.log ?? silent;
+  const root = findRoot();
+  const libs = await ensureKafkaJars({ log });
+  const cacheRoot = path.join(root, '.cache', 'kafka');
+  if (opts.dataDir === undefined) await pruneOldRuns(cacheRoot);
+  const dataDir = path.resolve(
+    opts.dataDir ?? path.join(cacheRoot, `run-${Date.now()}-${process.pid}`),
+  );
+  const logFile = path.join(dataDir, 'broker.log');
+  const configFile = path.join(dataDir, 'server.properties');
+  const storageDir = path.join(dataDir, 'data');
+
+  const [freeA, freeB] = await freePorts(2);
+  const port = opts.port ?? freeA!;
+  const controllerPort = opts.controllerPort ?? (freeB === port ? freeA! : freeB!);
+
+  await mkdir(dataDir, { recursive: true });
+  await writeFile(configFile, serverProperties(port, controllerPort, storageDir));
+
+  const java = process.env['JAVA_HOME']
+    ? path.join(process.env['JAVA_HOME'], 'bin', 'java')
+    : 'java';
+  const jvmArgs = [
+    '-cp',
+    path.join(libs, '*'),
+    `-Dlog4j2.configurationFile=${path.join(root, 'kafka', 'log4j2.properties')}`,
+    `-Dkafka.logs.dir=${dataDir}`,
+    // Kafka shuts down in its own JVM shutdown hook; log4j's hook would stop logging in parallel
+    // and print "Unable to register Log4j shutdown hook because JVM is shutting down".
+    '-Dlog4j2.shutdownHookEnabled=false',
+  ];
+
+  // KRaft refuses to start on an unformatted log dir ("No readable meta.properties files found"),
+  // and StorageTool refuses to format one twice; a reused dir keeps its cluster id.
+  const formatted = existsSync(path.join(storageDir, 'meta.properties'));
+  if (opts.reuseDataDir === true && formatted) {
+    log(`reusing KRaft storage in ${dataDir}`);
+  } else {
+    await formatStorage(java, jvmArgs, configFile, dataDir, log);
   }
 
   const heapMb = opts.heapMb ?? 512;
@@ -373,7 +404,11 @@ export async function startLocalBroker(opts: LocalBrokerOptions = {}): Promise<L
   log(
     `Kafka broker ready at ${brokers[0]} in ${((Date.now() - spawnedAt) / 1000).toFixed(1)} s (pid ${child.pid}, log ${logFile})`,
   );
-  return { brokers, dataDir, logFile, pid: child.pid!, exited, stop };
+  const restart = async (): Promise<LocalBroker> => {
+    await stop();
+    return startLocalBroker({ ...opts, port, controllerPort, dataDir, reuseDataDir: true });
+  };
+  return { brokers, dataDir, logFile, pid: child.pid!, exited, stop, restart };
 }
 
 /** Retries an admin describeCluster() until it succeeds, the JVM exits, or the deadline passes. */

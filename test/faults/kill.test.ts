@@ -1,0 +1,90 @@
+/**
+ * Fault 1: the worker process is killed with SIGKILL in the middle of a stream (no drain, no
+ * commit, open transactions left as they are) and a new process takes over in the same group.
+ */
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { collectFigures, expectGuarantee } from './helpers/guarantees.js';
+import {
+  createFaultTopics,
+  pollUntil,
+  RequestProducer,
+  TopicWatcher,
+  uncommittedRecords,
+} from './helpers/streams.js';
+import {
+  DELIVERY_MODES,
+  killWorkers,
+  startWorker,
+  workerEnv,
+  type WorkerProcess,
+} from './helpers/worker-process.js';
+import { uniqueTopic } from '../integration/helpers/kafka.js';
+
+const brokers = inject('kafkaBrokers');
+const TOTAL = 20_000;
+const PARTITIONS = 4;
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  await killWorkers();
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+describe.each(DELIVERY_MODES)('kill -9 (%s)', (mode) => {
+  it('a worker killed mid-stream is replaced by a new process in its group: nothing lost', async () => {
+    const topics = await createFaultTopics(brokers, 'kill', PARTITIONS);
+    const groupId = uniqueTopic('kill-group');
+    const env = workerEnv({
+      brokers,
+      groupId,
+      ...topics,
+      mode,
+    });
+    const producer = new RequestProducer(brokers, topics.requests, 'kill');
+    cleanups.push(() => producer.disconnect());
+    await producer.produce(0, TOTAL);
+
+    // read_committed, so in exactly-once mode "answered" means committed; in at-least-once mode
+    // every result is visible at once.
+    const watcher = await new TopicWatcher(brokers, topics.results, 'read_committed').start();
+    cleanups.push(() => watcher.stop());
+
+    const first = await startWorker('A', env);
+    const midStream = await watcher.waitFor((w) => w.distinct.size >= TOTAL / 4, 90_000);
+    expect(midStream, first.describe()).toBe(true);
+    // Killed once it has committed something, so the next worker resumes from a commit rather
+    // than from the beginning (at full speed the first quarter can take less than one interval).
+    let uncommittedWhenKilled = TOTAL;
+    const committed = await pollUntil(async () => {
+      uncommittedWhenKilled = await uncommittedRecords(brokers, groupId, topics.requests);
+      return uncommittedWhenKilled < TOTAL;
+    }, 30_000);
+    expect(committed, first.describe()).toBe(true);
+    const answeredWhenKilled = watcher.distinct.size;
+    first.kill('SIGKILL');
+    expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' });
+    const answeredByFirst = watcher.distinct.size;
+
+    const second: WorkerProcess = await startWorker('B', env);
+    const allAnswered = await watcher.waitForAll(producer.sent, 120_000);
+    expect(allAnswered, second.describe()).toBe(true);
+    expect((await second.stop()).code, second.describe()).toBe(0);
+    await watcher.stop();
+
+    const figures = await collectFigures(
+      `kill -9 mid-stream (${mode})`,
+      brokers,
+      groupId,
+      topics,
+      producer.sent,
+      {
+        answeredWhenKilled,
+        committedWhenKilled: TOTAL - uncommittedWhenKilled,
+        answeredByFirst,
+      },
+    );
+    expectGuarantee(mode, figures, TOTAL);
+    // The kill came before the end of the stream, so the second worker had work left.
+    expect(answeredByFirst).toBeLessThan(TOTAL);
+  });
+});
