@@ -109,6 +109,7 @@ export async function startService(
       maxDelayMs: config.batching.maxDelayMs,
       maxQueued: config.batching.maxQueued,
       maxSendBytes: config.kafka.maxSendBytes,
+      maxRecordBytes: config.kafka.maxRecordBytes,
       maxPayloadBytes: config.limits.maxPayloadBytes,
       commitIntervalMs: config.commit.intervalMs,
       drainTimeoutMs: config.shutdown.drainTimeoutMs,

@@ -77,6 +77,14 @@ export const configSchema = z
           .describe(
             'Results waiting while a send is in flight are coalesced into one produce request up to this size (keep it under the broker message.max.bytes).',
           ),
+        maxRecordBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(1_000_000)
+          .describe(
+            "Largest result or dead letter sent (key, value and headers). A larger result is dead-lettered as KAFKA_RECORD_REJECTED and a larger dead letter is sent without its value, instead of the broker refusing them. Keep it under the broker's and topics' max.message.bytes.",
+          ),
         compression: z
           .enum(['none', 'gzip'])
           .default('none')

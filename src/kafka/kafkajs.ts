@@ -224,15 +224,19 @@ export function topicMessages(records: OutboundRecord[]): TopicMessages[] {
 
 /** Idempotent producer, acks=all: send() resolves only once every record is acknowledged. */
 export class KafkajsSink implements RecordSink {
-  private readonly producer: Producer;
+  private producer: Producer;
   private connected: Promise<void> | null = null;
   private closed: Promise<void> | null = null;
 
   constructor(
-    kafka: Kafka,
+    private readonly kafka: Kafka,
     private readonly options: KafkajsSinkOptions,
   ) {
-    this.producer = kafka.producer({
+    this.producer = this.newProducer();
+  }
+
+  private newProducer(): Producer {
+    return this.kafka.producer({
       idempotent: true,
       // kafkajs keeps per-partition sequence numbers; one request in flight keeps them in order.
       maxInFlightRequests: 1,
@@ -244,6 +248,16 @@ export class KafkajsSink implements RecordSink {
   connect(): Promise<void> {
     this.connected ??= this.producer.connect();
     return this.connected;
+  }
+
+  async reset(): Promise<void> {
+    const old = this.producer;
+    this.producer = this.newProducer();
+    this.connected = null;
+    await old.disconnect().catch((err: unknown) => {
+      this.options.log.warn({ err }, 'old producer did not disconnect cleanly');
+    });
+    await this.connect();
   }
 
   async send(records: OutboundRecord[]): Promise<void> {

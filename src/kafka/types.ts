@@ -70,6 +70,11 @@ export interface RecordSource {
 export interface RecordSink {
   /** Resolves only once the broker acknowledged every record (acks=all). */
   send(records: OutboundRecord[]): Promise<void>;
+  /**
+   * Replaces the producer with a new one (a new producer id and sequence numbers), after the
+   * broker refused part of a request and the old producer's sequence state cannot be trusted.
+   */
+  reset?(): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -231,7 +231,8 @@ export class OrderedSender {
 }
 
 /** Bytes a record takes on the wire, near enough: key, value, header names and values, overhead. */
-function sizeOf(record: OutboundRecord): number {
+/** A record's size on the wire, roughly: what the broker compares with max.message.bytes. */
+export function sizeOf(record: OutboundRecord): number {
   let bytes = 70 + record.value.length + (record.key?.length ?? 0);
   for (const name in record.headers) {
     const value = record.headers[name]!;

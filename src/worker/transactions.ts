@@ -25,12 +25,14 @@ export interface TransactionalDeliveryOptions<M> {
 
 export interface Delivered<M> {
   record: InboundRecord;
-  out: OutboundRecord;
+  /** null: nothing to send for this record, only its offset to commit. */
+  out: OutboundRecord | null;
   meta: M | undefined;
 }
 
 interface Slot<M> {
   record: InboundRecord;
+  done: boolean;
   out: OutboundRecord | null;
   meta: M | undefined;
 }
@@ -138,7 +140,7 @@ export class TransactionalDelivery<M = unknown> {
     if (!lane || lane.state !== 'open') return false;
     const offset = BigInt(record.offset);
     if (lane.next !== null && offset < lane.next) return false;
-    const slot: Slot<M> = { record, out: null, meta: undefined };
+    const slot: Slot<M> = { record, done: false, out: null, meta: undefined };
     lane.slots.push(slot);
     lane.live.set(record.offset, slot);
     lane.firstRead ??= record.offset;
@@ -153,13 +155,14 @@ export class TransactionalDelivery<M = unknown> {
       const lane = this.lanes.get(keyOf(record));
       const slot = lane?.live.get(record.offset);
       // The partition was lost or reset since this record was read: its answer is dropped.
-      if (!lane || !slot || slot.record !== record || slot.out) continue;
+      if (!lane || !slot || slot.record !== record || slot.done) continue;
+      slot.done = true;
       slot.out = out;
       slot.meta = meta;
       touched.add(lane);
     }
     for (const lane of touched) {
-      while (lane.head < lane.slots.length && lane.slots[lane.head]!.out) {
+      while (lane.head < lane.slots.length && lane.slots[lane.head]!.done) {
         lane.ready.push(lane.slots[lane.head]!);
         lane.head++;
       }
@@ -217,7 +220,7 @@ export class TransactionalDelivery<M = unknown> {
     lane.committing = (async () => {
       try {
         await txns.commit(
-          batch.map((slot) => slot.out!),
+          batch.flatMap((slot) => (slot.out ? [slot.out] : [])),
           next,
         );
       } catch (err) {
@@ -229,7 +232,7 @@ export class TransactionalDelivery<M = unknown> {
       lane.failures = 0;
       for (const slot of batch) lane.live.delete(slot.record.offset);
       this.options.onCommitted(
-        batch.map((slot) => ({ record: slot.record, out: slot.out!, meta: slot.meta })),
+        batch.map((slot) => ({ record: slot.record, out: slot.out, meta: slot.meta })),
         lane.tp,
       );
       if (lane.ready.length > 0) this.schedule(lane);

@@ -9,14 +9,17 @@ import type {
   RecordSink,
   RecordSource,
   TopicPartition,
+  TransactionalSink,
 } from '../kafka/types.js';
 import type { ModelRunner } from '../model/types.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
 import { WorkerMetrics } from '../telemetry/metrics.js';
-import { deadLetterFor, HEADER } from './headers.js';
+import { deadLetterFor, HEADER, isValueDropped, withoutValue } from './headers.js';
+import { predictNarrowing } from './narrow.js';
 import { OffsetTracker } from './offsets.js';
-import { OrderedSender, SendAbandoned } from './sender.js';
+import { OrderedSender, SendAbandoned, sizeOf } from './sender.js';
 import { packBatch, resultFor } from './tensors.js';
+import { TransactionalDelivery, type Delivered } from './transactions.js';
 
 export interface WorkerOptions {
   resultTopic: string;
@@ -33,6 +36,8 @@ export interface WorkerOptions {
   maxQueued: number;
   /** Largest produce request the sender coalesces results into. */
   maxSendBytes?: number;
+  /** Records larger than this are refused before sending, as the broker would refuse them. */
+  maxRecordBytes?: number;
   maxPayloadBytes: number;
   commitIntervalMs: number;
   drainTimeoutMs: number;
@@ -49,6 +54,11 @@ export interface WorkerDeps {
   metrics?: WorkerMetrics;
   /** The source gave up for good (non-retriable Kafka error). */
   onFatal?: ((error: Error) => void) | undefined;
+  /**
+   * exactly-once mode: answers and offsets are committed through per-partition transactions;
+   * `sink` and `source.commit` are then not used.
+   */
+  transactions?: TransactionalSink | undefined;
 }
 
 /** A request that decoded and fits the model, waiting for its batch. */
@@ -87,12 +97,15 @@ export class InferenceWorker {
   /** Resolves when the previous batch handed its results to the sender (keeps batch order). */
   private previousBatchQueued: Promise<void> = Promise.resolve();
   private paused = false;
+  private backpressured = false;
+  private brokerAway = false;
   private commitChain: Promise<void> = Promise.resolve();
   private cancelCommitTimer: (() => void) | null = null;
   private stopping = false;
   private committingClosed = false;
   private stopPromise: Promise<StopReport> | null = null;
   private readonly onFatal: ((error: Error) => void) | undefined;
+  private readonly transactions: TransactionalDelivery<PendingRequest> | null;
 
   constructor(deps: WorkerDeps) {
     this.source = deps.source;
@@ -104,6 +117,18 @@ export class InferenceWorker {
     this.log = (deps.log ?? silentLogger).child({ component: 'worker' });
     this.metrics = deps.metrics ?? new WorkerMetrics();
     this.onFatal = deps.onFatal;
+    this.transactions = deps.transactions
+      ? new TransactionalDelivery<PendingRequest>({
+          source: this.source,
+          sink: deps.transactions,
+          clock: this.clock,
+          commitIntervalMs: this.options.commitIntervalMs,
+          log: this.log,
+          onCommitted: (items) => this.committed(items),
+          onDropped: (partition, records, reason) =>
+            this.log.info({ ...partition, records, reason }, 'uncommitted answers dropped'),
+        })
+      : null;
     this.driver = new BatchDriver<PendingRequest>({
       policy: new BatchPolicy({
         maxBatchSize: this.options.maxBatchSize,
@@ -121,16 +146,37 @@ export class InferenceWorker {
       clock: this.clock,
       maxSendBytes: this.options.maxSendBytes ?? 512 * 1024,
       maxSendRecords: 10_000,
-      onRetry: (err, attempt, retryInMs) => {
+      ...(this.options.maxRecordBytes ? { maxRecordBytes: this.options.maxRecordBytes } : {}),
+      onRetry: (err, attempt, retryInMs, error) => {
         this.metrics.sendRetry();
-        this.log.warn({ err, attempt, retryInMs: Math.round(retryInMs) }, 'send failed, retrying');
+        this.log.warn(
+          { err, code: error.code, attempt, retryInMs: Math.round(retryInMs) },
+          'send failed, retrying',
+        );
+        // Nothing is skipped while sends fail: stop reading more until one succeeds again.
+        if (!this.brokerAway) {
+          this.brokerAway = true;
+          this.updateFetching();
+        }
       },
+      onRecovered: (failedAttempts) => {
+        this.log.info({ failedAttempts }, 'send succeeded again');
+        if (this.brokerAway) {
+          this.brokerAway = false;
+          this.updateFetching();
+        }
+      },
+      onRejected: (records, error) => this.onSendRejected(records, error),
+      onDropped: (records, error) => this.onSendDropped(records, error),
+      // kafkajs rolls back the sequence numbers of a refused request's partitions, appended or
+      // not; only a new producer id can send to them again.
+      ...(this.sink.reset ? { beforeIsolating: () => this.sink.reset!() } : {}),
     });
   }
 
   /** Records read and not yet answered. */
   get inFlight(): number {
-    return this.tracker.pending;
+    return this.transactions?.pending ?? this.tracker.pending;
   }
 
   async start(): Promise<void> {
@@ -147,6 +193,7 @@ export class InferenceWorker {
         model: this.model.info.name,
         version: this.model.info.version,
         backend: this.model.info.backend,
+        delivery: this.transactions ? 'exactly-once' : 'at-least-once',
       },
       'worker started',
     );
@@ -164,13 +211,16 @@ export class InferenceWorker {
     const drained = await this.withDeadline(this.options.drainTimeoutMs, async () => {
       await this.driver.close();
       while (this.sends.size > 0) await Promise.allSettled([...this.sends]);
+      await this.transactions?.flush();
     });
     this.sender.abandon();
     this.cancelCommitTimer?.();
     await this.commitNow();
     // The group is left next: a send acknowledged after this point must not try to commit.
     this.committingClosed = true;
-    const unanswered = this.tracker.pending;
+    const unanswered = this.inFlight;
+    const left = this.transactions?.uncommitted() ?? this.tracker.unanswered();
+    await this.transactions?.close();
     await this.source.stop();
     await this.sink.close();
     const report = { unanswered, drained };
@@ -181,8 +231,8 @@ export class InferenceWorker {
       );
     else
       this.log.warn(
-        { ...report, drainTimeoutMs: this.options.drainTimeoutMs },
-        'worker stopped at the drain deadline; unanswered requests were not committed and will be read again',
+        { ...report, left, drainTimeoutMs: this.options.drainTimeoutMs },
+        `worker stopped at the drain deadline with ${unanswered} request(s) unanswered in ${left.length} partition(s) (${left.map((l) => `${l.topic}[${l.partition}] from offset ${l.from}: ${l.count}`).join('; ')}); they were not committed and will be read again`,
       );
     return report;
   }
@@ -200,7 +250,8 @@ export class InferenceWorker {
   }
 
   private onAssignment(partitions: TopicPartition[]): void {
-    this.tracker.retain(partitions);
+    if (this.transactions) this.transactions.assign(partitions);
+    else this.tracker.retain(partitions);
     this.log.info({ partitions }, 'partitions assigned');
   }
 
@@ -208,7 +259,13 @@ export class InferenceWorker {
     this.metrics.received(records.length);
     const deadLetters: { record: InboundRecord; out: OutboundRecord }[] = [];
     for (const record of records) {
-      this.tracker.track(record, record.offset);
+      const fresh = this.transactions
+        ? this.transactions.track(record)
+        : this.tracker.track(record, record.offset);
+      if (!fresh) {
+        this.metrics.skipped(1);
+        continue;
+      }
       const receivedAt = this.clock.now();
       try {
         this.driver.add(this.accept(record, receivedAt), record.value?.length ?? 0);
@@ -235,19 +292,34 @@ export class InferenceWorker {
    * and resumes at half, so the consumer keeps heartbeating from its own loop meanwhile.
    */
   private applyBackpressure(): void {
-    const pending = this.tracker.pending;
-    if (!this.paused && pending >= this.options.maxQueued) {
+    const pending = this.inFlight;
+    if (!this.backpressured && pending >= this.options.maxQueued) {
+      this.backpressured = true;
+      this.log.debug({ pending }, 'too many unanswered requests');
+    } else if (this.backpressured && pending <= this.options.maxQueued / 2) {
+      this.backpressured = false;
+    }
+    this.updateFetching();
+  }
+
+  /** Fetching pauses while too much is unanswered or while sends fail retriably. */
+  private updateFetching(): void {
+    const pause = this.backpressured || this.brokerAway;
+    if (pause && !this.paused) {
       this.paused = true;
       this.source.pause();
-      this.log.debug({ pending }, 'fetching paused: too many unanswered requests');
-    } else if (this.paused && !this.stopping && pending <= this.options.maxQueued / 2) {
+      this.log.debug(
+        { backpressured: this.backpressured, brokerAway: this.brokerAway },
+        'fetching paused',
+      );
+    } else if (!pause && this.paused && !this.stopping) {
       this.paused = false;
       this.source.resume();
-      this.log.debug({ pending }, 'fetching resumed');
+      this.log.debug('fetching resumed');
     }
   }
 
-  /** True while fetching is paused for backpressure. */
+  /** True while fetching is paused (backpressure, or the broker refusing sends for now). */
   get isPaused(): boolean {
     return this.paused;
   }
@@ -285,10 +357,16 @@ export class InferenceWorker {
     }
   }
 
-  private deadLetter(record: InboundRecord, error: StreamscoreError): OutboundRecord {
+  private deadLetter(
+    record: InboundRecord,
+    error: StreamscoreError,
+    extra: { requestId?: string; history?: readonly StreamscoreError[] } = {},
+  ): OutboundRecord {
     const requestId =
-      typeof error.details.requestId === 'string' ? error.details.requestId : undefined;
-    this.metrics.deadLetter(error.code, categoryOf(error.code));
+      extra.requestId ??
+      (typeof error.details.requestId === 'string' ? error.details.requestId : undefined);
+    const category = categoryOf(error.code);
+    this.metrics.deadLetter(error.code, category);
     this.log.warn(
       {
         topic: record.topic,
@@ -296,15 +374,95 @@ export class InferenceWorker {
         offset: record.offset,
         code: error.code,
         requestId,
+        ...(extra.history && extra.history.length > 1 ? { attempts: extra.history.length } : {}),
       },
       `dead-lettering record: ${error.message}`,
     );
     return deadLetterFor(record, error, {
-      topic: this.options.deadLetterTopic,
+      topic:
+        category === 'failed'
+          ? (this.options.failedTopic ?? this.options.deadLetterTopic)
+          : this.options.deadLetterTopic,
       now: this.clock.now(),
       requestId,
       model: { name: this.model.info.name, version: this.model.info.version },
+      history: extra.history,
     });
+  }
+
+  /**
+   * The broker refused these records for good (OrderedSender's onRejected): a refused result
+   * becomes a dead letter (KAFKA_RECORD_REJECTED, category failed); a refused dead letter is sent
+   * again without the original value and headers; a refused one of those is logged, counted
+   * (KAFKA_RECORD_REJECTED dropped) and left out, so the partition moves on.
+   */
+  private onSendRejected(records: OutboundRecord[], error: StreamscoreError): OutboundRecord[] {
+    const replacements: OutboundRecord[] = [];
+    for (const refused of records) {
+      const origin = refused.origin;
+      if (origin && refused.topic === this.options.resultTopic) {
+        const requestId = refused.headers[HEADER.correlationId];
+        replacements.push(
+          this.deadLetter(
+            origin,
+            new StreamscoreError(
+              'KAFKA_RECORD_REJECTED',
+              `the broker refused the result: ${error.message}`,
+              { cause: error },
+            ),
+            { ...(requestId !== undefined ? { requestId: String(requestId) } : {}) },
+          ),
+        );
+      } else if (origin && !isValueDropped(refused)) {
+        this.log.error(
+          { topic: origin.topic, partition: origin.partition, offset: origin.offset, err: error },
+          'the broker refused a dead letter; sending it without the original value',
+        );
+        replacements.push(withoutValue(refused, error));
+      } else {
+        this.onSendDropped([refused], error);
+      }
+    }
+    return replacements;
+  }
+
+  /**
+   * exactly-once: a record over maxRecordBytes would fail its whole transaction again and again,
+   * so it is replaced before it joins one, the way the sender does it (a result becomes a dead
+   * letter, a dead letter loses its value; null when even that is too large).
+   */
+  private withinRecordLimit(out: OutboundRecord): OutboundRecord | null {
+    const limit = this.options.maxRecordBytes;
+    let record: OutboundRecord | undefined = out;
+    for (let depth = 0; record && limit !== undefined && sizeOf(record) > limit; depth++) {
+      const error: StreamscoreError = new StreamscoreError(
+        'KAFKA_RECORD_REJECTED',
+        `record of ${sizeOf(record)} bytes is over kafka.maxRecordBytes=${limit}`,
+      );
+      if (depth >= 2) {
+        this.onSendDropped([record], error);
+        return null;
+      }
+      record = this.onSendRejected([record], error)[0];
+    }
+    return record ?? null;
+  }
+
+  /** Nothing of these records could be sent: logged and counted, then left out. */
+  private onSendDropped(records: OutboundRecord[], error: StreamscoreError): void {
+    for (const dropped of records) {
+      this.metrics.deadLetter('KAFKA_RECORD_REJECTED', 'dropped');
+      this.log.error(
+        {
+          err: error,
+          topic: dropped.topic,
+          source: dropped.origin
+            ? `${dropped.origin.topic}/${dropped.origin.partition}/${dropped.origin.offset}`
+            : undefined,
+        },
+        'the broker refused a record even without its value; it is dropped',
+      );
+    }
   }
 
   /**
@@ -331,7 +489,10 @@ export class InferenceWorker {
     }
   }
 
-  /** Results (or dead letters) for a batch, in the batch's order. */
+  /**
+   * Results (or dead letters) for a batch, in the batch's order. A batch the model fails on is
+   * narrowed to the records it fails for (narrow.ts); only those are dead-lettered.
+   */
   private async score(
     batch: PendingRequest[],
   ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
@@ -339,28 +500,39 @@ export class InferenceWorker {
     const startedAt = this.clock.now();
     const answered: PendingRequest[] = [];
     const out = Object.assign([] as OutboundRecord[], { answered });
-    let outputs;
-    try {
-      outputs = await this.model.predict(packBatch(batch, info.inputs));
-    } catch (err) {
-      const error = asStreamscoreError(err, 'MODEL_FAILED');
-      for (const p of batch) {
-        error.details.requestId = p.request.id;
-        out.push(this.deadLetter(p.record, error));
-      }
-      return out;
-    }
+    const { outputs, outcomes } = await predictNarrowing(
+      this.model,
+      batch,
+      (items) => packBatch(items, info.inputs),
+      {
+        maxAttempts: this.options.maxAttempts,
+        onFailure: (err, size) =>
+          this.log.warn({ err, code: err.code, size }, 'model failed on a batch; narrowing it'),
+      },
+    );
     const inferredAt = this.clock.now();
-    this.metrics.batch(batch.length, inferredAt - startedAt);
+    if (outputs) this.metrics.batch(batch.length, inferredAt - startedAt);
     for (let i = 0; i < batch.length; i++) {
       const pending = batch[i]!;
+      const outcome = outcomes?.[i];
+      if (outcome && !outcome.ok) {
+        out.push(
+          this.deadLetter(pending.record, outcome.error, {
+            requestId: pending.request.id,
+            history: outcome.history,
+          }),
+        );
+        continue;
+      }
       try {
-        out.push(this.resultRecord(pending, resultFor(outputs, i, batch.length, info), inferredAt));
+        const scored = outcome
+          ? resultFor(outcome.outputs, outcome.index, outcome.size, info)
+          : resultFor(outputs!, i, batch.length, info);
+        out.push(this.resultRecord(pending, scored, inferredAt));
         answered.push(pending);
       } catch (err) {
         const error = asStreamscoreError(err, 'ENCODE_FAILED');
-        error.details.requestId = pending.request.id;
-        out.push(this.deadLetter(pending.record, error));
+        out.push(this.deadLetter(pending.record, error, { requestId: pending.request.id }));
       }
     }
     return out;
@@ -384,6 +556,7 @@ export class InferenceWorker {
     };
     return {
       topic: this.options.resultTopic,
+      origin: pending.record,
       key: pending.record.key,
       value: this.codec.encodeResult(result),
       headers: {
@@ -405,6 +578,17 @@ export class InferenceWorker {
     records: InboundRecord[],
     answered?: PendingRequest[],
   ): Promise<void> {
+    if (this.transactions) {
+      const meta = new Map(answered?.map((p) => [p.record, p]));
+      this.transactions.deliver(
+        records.map((record, i) => {
+          const sent = this.withinRecordLimit(out[i]!);
+          const isResult = sent?.topic === this.options.resultTopic;
+          return { record, out: sent, meta: isResult ? meta.get(record) : undefined };
+        }),
+      );
+      return;
+    }
     try {
       await this.sender.send(out);
     } catch (err) {
@@ -427,6 +611,19 @@ export class InferenceWorker {
     }
     this.applyBackpressure();
     this.scheduleCommit();
+  }
+
+  /** exactly-once: these answers and their offsets were committed in one transaction. */
+  private committed(items: readonly Delivered<PendingRequest>[]): void {
+    const at = this.clock.now();
+    let answered = 0;
+    for (const { record, meta } of items) {
+      if (!meta) continue;
+      answered++;
+      this.metrics.endToEnd(at - (meta.request.requestedAt ?? record.timestamp));
+    }
+    this.metrics.produced(answered);
+    this.applyBackpressure();
   }
 
   private scheduleCommit(): void {

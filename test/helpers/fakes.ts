@@ -2,11 +2,13 @@ import type {
   BatchControl,
   InboundRecord,
   OutboundRecord,
+  PartitionTransactions,
   RecordSink,
   RecordSource,
   SourceHandlers,
   TopicPartition,
   TopicPartitionOffset,
+  TransactionalSink,
 } from '../../src/kafka/types.js';
 import type { BatchOutputs, ModelInfo, ModelRunner, PackedBatch } from '../../src/model/types.js';
 
@@ -144,4 +146,50 @@ export class FakeModel implements ModelRunner {
   }
 
   async dispose(): Promise<void> {}
+}
+
+export interface FakeCommit {
+  partition: number;
+  producer: number;
+  values: string[];
+  offset: string;
+}
+
+/** Transactions that succeed unless told to fail; every open is a new producer (epoch). */
+export class FakeTransactions implements TransactionalSink {
+  commits: FakeCommit[] = [];
+  opens: number[] = [];
+  committed = new Map<number, string>();
+  failNextCommit = 0;
+  failNextOpen = 0;
+  private producers = 0;
+
+  async open(tp: TopicPartition): Promise<PartitionTransactions> {
+    if (this.failNextOpen > 0) {
+      this.failNextOpen--;
+      throw new Error('broker not available');
+    }
+    const producer = ++this.producers;
+    this.opens.push(tp.partition);
+    return {
+      committedOffset: this.committed.get(tp.partition) ?? null,
+      commit: async (records: OutboundRecord[], offset: string) => {
+        await Promise.resolve();
+        if (this.failNextCommit > 0) {
+          this.failNextCommit--;
+          throw new Error('transaction aborted');
+        }
+        this.commits.push({
+          partition: tp.partition,
+          producer,
+          values: records.map((r) => r.value.toString()),
+          offset,
+        });
+        this.committed.set(tp.partition, offset);
+      },
+      close: async () => {},
+    };
+  }
+
+  async close(): Promise<void> {}
 }

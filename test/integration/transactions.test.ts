@@ -24,6 +24,7 @@ function sinkFor(groupId: string) {
       fetchMaxWaitMs: 100,
       fetchMaxBytesPerPartition: 1 << 20,
       maxSendBytes: 1 << 19,
+      maxRecordBytes: 1_000_000,
       compression: 'none',
       fromBeginning: true,
     },

@@ -1,61 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type {
-  InboundRecord,
-  OutboundRecord,
-  PartitionTransactions,
-  TopicPartition,
-  TransactionalSink,
-} from '../../src/kafka/types.js';
+import type { InboundRecord, TopicPartition } from '../../src/kafka/types.js';
 import { TransactionalDelivery, type Delivered } from '../../src/worker/transactions.js';
-import { FakeSource } from '../helpers/fakes.js';
+import { FakeSource, FakeTransactions } from '../helpers/fakes.js';
 import { ManualClock } from '../helpers/manual-clock.js';
-
-interface Commit {
-  partition: number;
-  producer: number;
-  values: string[];
-  offset: string;
-}
-
-/** Transactions that succeed unless told to fail; every open is a new producer (epoch). */
-class FakeTransactions implements TransactionalSink {
-  commits: Commit[] = [];
-  opens: number[] = [];
-  committed = new Map<number, string>();
-  failNextCommit = 0;
-  failNextOpen = 0;
-  private producers = 0;
-
-  async open(tp: TopicPartition): Promise<PartitionTransactions> {
-    if (this.failNextOpen > 0) {
-      this.failNextOpen--;
-      throw new Error('broker not available');
-    }
-    const producer = ++this.producers;
-    this.opens.push(tp.partition);
-    const sink = this;
-    return {
-      committedOffset: this.committed.get(tp.partition) ?? null,
-      async commit(records: OutboundRecord[], offset: string) {
-        await Promise.resolve();
-        if (sink.failNextCommit > 0) {
-          sink.failNextCommit--;
-          throw new Error('transaction aborted');
-        }
-        sink.commits.push({
-          partition: tp.partition,
-          producer,
-          values: records.map((r) => r.value.toString()),
-          offset,
-        });
-        sink.committed.set(tp.partition, offset);
-      },
-      async close() {},
-    };
-  }
-
-  async close(): Promise<void> {}
-}
 
 const tp = (partition: number): TopicPartition => ({ topic: 'requests', partition });
 

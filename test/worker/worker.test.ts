@@ -3,7 +3,7 @@ import { AvroCodec } from '../../src/codec/avro.js';
 import type { InboundRecord } from '../../src/kafka/types.js';
 import { HEADER } from '../../src/worker/headers.js';
 import { InferenceWorker, type WorkerOptions } from '../../src/worker/worker.js';
-import { FakeModel, FakeSink, FakeSource } from '../helpers/fakes.js';
+import { FakeModel, FakeSink, FakeSource, FakeTransactions } from '../helpers/fakes.js';
 
 const codec = new AvroCodec();
 const RESULTS = 'results';
@@ -44,12 +44,17 @@ function rawRecord(offset: number, value: Buffer | null, partition = 0): Inbound
   };
 }
 
-function setup(options: Partial<WorkerOptions> = {}, model = new FakeModel()) {
+function setup(
+  options: Partial<WorkerOptions> = {},
+  model = new FakeModel(),
+  transactions?: FakeTransactions,
+) {
   const source = new FakeSource();
   const sink = new FakeSink();
   const worker = new InferenceWorker({
     source,
     sink,
+    transactions,
     model,
     codec,
     options: {
@@ -185,6 +190,21 @@ describe('InferenceWorker', () => {
     await worker.stop();
   });
 
+  it('stops fetching while sends fail and fetches again once a send succeeds', async () => {
+    const { source, sink, worker } = setup();
+    await worker.start();
+    sink.failNext = 2;
+    await source.deliver([requestRecord(0, [1, 0, 0, 0])]);
+    await until(() => sink.attempts >= 1 && source.paused);
+    expect(source.events).toContain('pause');
+    await until(() => source.committed('requests', 0) === '1');
+    expect(source.paused).toBe(false);
+    expect(source.events.filter((e) => e === 'pause' || e === 'resume')).toEqual([
+      'pause',
+      'resume',
+    ]);
+  });
+
   it('dead-letters a batch the model fails on as MODEL_FAILED, with category failed', async () => {
     const { source, sink, worker } = setup({ maxBatchSize: 1 });
     await worker.start();
@@ -310,5 +330,41 @@ describe('InferenceWorker', () => {
     sink.release();
     await stopped;
     expect(source.events).not.toContain('resume');
+  });
+
+  describe('exactly-once', () => {
+    it('commits results, dead letters and the offset after them through the partition transaction, never the plain sink', async () => {
+      const transactions = new FakeTransactions();
+      const { source, sink, worker } = setup({}, new FakeModel(), transactions);
+      await worker.start();
+      source.assign([{ topic: 'requests', partition: 0 }]);
+      await until(() => source.held.size === 0);
+      await source.deliver([
+        requestRecord(0, [1, 0, 0, 0]),
+        rawRecord(1, Buffer.from('not avro')),
+        requestRecord(2, [0, 1, 0, 0]),
+      ]);
+      await until(() => transactions.committed.get(0) === '3');
+      expect(transactions.commits.flatMap((c) => c.values)).toHaveLength(3);
+      expect(sink.sent).toEqual([]);
+      expect(source.commits).toEqual([]);
+      expect(worker.metrics.snapshot).toMatchObject({ produced: 2, deadLettered: 1 });
+    });
+
+    it('replaces an answer over maxRecordBytes before it joins a transaction, so the partition moves on', async () => {
+      const transactions = new FakeTransactions();
+      const { source, worker } = setup({ maxRecordBytes: 1500 }, new FakeModel(), transactions);
+      await worker.start();
+      source.assign([{ topic: 'requests', partition: 0 }]);
+      await until(() => source.held.size === 0);
+      const huge = { ...requestRecord(0, [1, 0, 0, 0]), key: Buffer.alloc(2000, 'k') };
+      await source.deliver([huge, requestRecord(1, [0, 1, 0, 0])]);
+      await until(() => transactions.committed.get(0) === '2');
+      // Too large as a result, as a dead letter and without its value: only its offset commits.
+      expect(transactions.commits.flatMap((c) => c.values)).toHaveLength(1);
+      expect(worker.metrics.snapshot.deadLetteredByCode).toMatchObject({
+        KAFKA_RECORD_REJECTED: expect.any(Number),
+      });
+    });
   });
 });
