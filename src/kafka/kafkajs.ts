@@ -188,7 +188,25 @@ export class KafkajsSource implements RecordSource {
   }
 
   async commit(offsets: TopicPartitionOffset[]): Promise<void> {
-    await this.consumer.commitOffsets(offsets);
+    // kafkajs resolves without committing (a debug line, no error) while its consumer loop is
+    // not running, e.g. when it crashed during the commit's retries and is restarting. Only the
+    // COMMIT_OFFSETS event says the broker took it; commits are serialised, so it is this one's.
+    let confirmed = false;
+    const stopListening = this.consumer.on(this.consumer.events.COMMIT_OFFSETS, () => {
+      confirmed = true;
+    });
+    try {
+      await this.consumer.commitOffsets(offsets);
+    } finally {
+      stopListening();
+    }
+    if (!confirmed) {
+      throw new StreamscoreError(
+        'KAFKA_UNAVAILABLE',
+        'offsets not committed: the consumer is not running (restarting after a crash)',
+        { retriable: true },
+      );
+    }
   }
 
   stop(): Promise<void> {

@@ -21,6 +21,9 @@ import { OrderedSender, SendAbandoned, sizeOf } from './sender.js';
 import { packBatch, resultFor } from './tensors.js';
 import { TransactionalDelivery, type Delivered } from './transactions.js';
 
+/** How soon a failed offset commit is tried again (or commit.intervalMs, if longer). */
+const COMMIT_RETRY_MS = 1000;
+
 export interface WorkerOptions {
   resultTopic: string;
   deadLetterTopic: string;
@@ -251,7 +254,11 @@ export class InferenceWorker {
 
   private onAssignment(partitions: TopicPartition[]): void {
     if (this.transactions) this.transactions.assign(partitions);
-    else this.tracker.retain(partitions);
+    else {
+      this.tracker.retain(partitions);
+      // After a rejoin (e.g. the consumer restarted itself) answered offsets may be uncommitted.
+      this.scheduleCommit();
+    }
     this.log.info({ partitions }, 'partitions assigned');
   }
 
@@ -626,14 +633,19 @@ export class InferenceWorker {
     this.applyBackpressure();
   }
 
-  private scheduleCommit(): void {
-    if (this.committingClosed) return;
-    if (this.options.commitIntervalMs === 0) {
+  private scheduleCommit(retryAfterFailure = false): void {
+    if (this.committingClosed || this.transactions) return;
+    if (this.options.commitIntervalMs === 0 && !retryAfterFailure) {
       void this.commitNow();
       return;
     }
     if (this.cancelCommitTimer) return;
-    this.cancelCommitTimer = this.clock.setTimer(this.options.commitIntervalMs, () => {
+    // A failed commit is retried on its own: a partition with no new traffic would otherwise
+    // keep its answered records uncommitted until something else arrives.
+    const delay = retryAfterFailure
+      ? Math.max(this.options.commitIntervalMs, COMMIT_RETRY_MS)
+      : this.options.commitIntervalMs;
+    this.cancelCommitTimer = this.clock.setTimer(delay, () => {
       this.cancelCommitTimer = null;
       void this.commitNow();
     });
@@ -649,8 +661,9 @@ export class InferenceWorker {
         this.tracker.markCommitted(offsets);
         this.log.debug({ offsets }, 'offsets committed');
       } catch (err) {
-        // Not fatal: the next commit carries the same or later offsets.
+        // Not fatal: the retry carries the same or later offsets.
         this.log.warn({ err, offsets }, 'offset commit failed; will retry');
+        this.scheduleCommit(true);
       }
     });
     return this.commitChain;
