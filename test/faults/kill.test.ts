@@ -23,6 +23,8 @@ import { uniqueTopic } from '../integration/helpers/kafka.js';
 const brokers = inject('kafkaBrokers');
 const TOTAL = 20_000;
 const PARTITIONS = 4;
+/** Requests per second offered while the worker runs: slower than it answers, so it is never done early. */
+const RATE = 2_500;
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -42,7 +44,9 @@ describe.each(DELIVERY_MODES)('kill -9 (%s)', (mode) => {
     });
     const producer = new RequestProducer(brokers, topics.requests, 'kill');
     cleanups.push(() => producer.disconnect());
-    await producer.produce(0, TOTAL);
+    // A stream, not a backlog: requests keep arriving while the worker is killed, so the kill
+    // lands mid-stream (with a transaction open in exactly-once mode) and the replacement has work.
+    const streaming = producer.stream(0, TOTAL, RATE);
 
     // read_committed, so in exactly-once mode "answered" means committed; in at-least-once mode
     // every result is visible at once.
@@ -55,9 +59,11 @@ describe.each(DELIVERY_MODES)('kill -9 (%s)', (mode) => {
     // Killed once it has committed something, so the next worker resumes from a commit rather
     // than from the beginning (at full speed the first quarter can take less than one interval).
     let uncommittedWhenKilled = TOTAL;
+    let sentWhenKilled = 0;
     const committed = await pollUntil(async () => {
+      sentWhenKilled = producer.sent.length;
       uncommittedWhenKilled = await uncommittedRecords(brokers, groupId, topics.requests);
-      return uncommittedWhenKilled < TOTAL;
+      return uncommittedWhenKilled < sentWhenKilled;
     }, 30_000);
     expect(committed, first.describe()).toBe(true);
     const answeredWhenKilled = watcher.distinct.size;
@@ -66,6 +72,7 @@ describe.each(DELIVERY_MODES)('kill -9 (%s)', (mode) => {
     const answeredByFirst = watcher.distinct.size;
 
     const second: WorkerProcess = await startWorker('B', env);
+    await streaming;
     const allAnswered = await watcher.waitForAll(producer.sent, 120_000);
     expect(allAnswered, second.describe()).toBe(true);
     expect((await second.stop()).code, second.describe()).toBe(0);
@@ -79,7 +86,8 @@ describe.each(DELIVERY_MODES)('kill -9 (%s)', (mode) => {
       producer.sent,
       {
         answeredWhenKilled,
-        committedWhenKilled: TOTAL - uncommittedWhenKilled,
+        sentWhenKilled,
+        committedWhenKilled: sentWhenKilled - uncommittedWhenKilled,
         answeredByFirst,
       },
     );
