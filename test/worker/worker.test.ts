@@ -1,4 +1,6 @@
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import type { Logger } from '../../src/telemetry/logger.js';
 import { AvroCodec } from '../../src/codec/avro.js';
 import type { InboundRecord } from '../../src/kafka/types.js';
 import { HEADER } from '../../src/worker/headers.js';
@@ -48,6 +50,7 @@ function setup(
   options: Partial<WorkerOptions> = {},
   model = new FakeModel(),
   transactions?: FakeTransactions,
+  log?: Logger,
 ) {
   const source = new FakeSource();
   const sink = new FakeSink();
@@ -55,6 +58,7 @@ function setup(
     source,
     sink,
     transactions,
+    ...(log ? { log } : {}),
     model,
     codec,
     options: {
@@ -290,14 +294,24 @@ describe('InferenceWorker', () => {
     expect(source.events.lastIndexOf('commit')).toBeLessThan(source.events.indexOf('stop'));
   });
 
-  it('stop() gives up at the drain deadline without committing what was not acknowledged', async () => {
-    const { source, sink, worker } = setup({ drainTimeoutMs: 50 });
+  it('stop() gives up at the drain deadline without committing what was not acknowledged, and says what was left', async () => {
+    const lines: { msg: string; left?: unknown }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const { source, sink, worker } = setup({ drainTimeoutMs: 50 }, new FakeModel(), undefined, log);
     await worker.start();
     sink.holding = true;
-    await source.deliver([requestRecord(0, [1, 0, 0, 0])]);
+    await source.deliver([
+      requestRecord(7, [1, 0, 0, 0]),
+      requestRecord(8, [1, 0, 0, 0]),
+      requestRecord(3, [1, 0, 0, 0], 2),
+    ]);
     const report = await worker.stop();
-    expect(report).toEqual({ unanswered: 1, drained: false });
+    expect(report).toEqual({ unanswered: 3, drained: false });
     expect(source.committed('requests', 0)).toBeUndefined();
+    const last = lines.at(-1)!;
+    expect(last.msg).toContain('3 request(s) unanswered in 2 partition(s)');
+    expect(last.msg).toContain('requests[0] from offset 7: 2');
+    expect(last.msg).toContain('requests[2] from offset 3: 1');
     sink.release();
   });
 
