@@ -16,6 +16,12 @@ export interface TransactionalDeliveryOptions<M> {
   clock: Clock;
   /** How long answered records wait for their partition's next transaction (0: at once). */
   commitIntervalMs: number;
+  /**
+   * A partition's transaction commits early once this many answers wait: answers count as
+   * unanswered (against backpressure) until committed, so at high rates waiting the whole
+   * interval would stall fetching. Default 2048.
+   */
+  commitEarlyAt?: number;
   log: Logger;
   /** These records' outputs and offsets are committed: visible to read_committed readers. */
   onCommitted(items: readonly Delivered<M>[], partition: TopicPartition): void;
@@ -200,11 +206,17 @@ export class TransactionalDelivery<M = unknown> {
   }
 
   private schedule(lane: Lane<M>): void {
-    if (lane.committing || lane.cancelTimer || lane.state !== 'open') return;
-    if (this.options.commitIntervalMs === 0) {
+    if (lane.committing || lane.state !== 'open') return;
+    if (
+      this.options.commitIntervalMs === 0 ||
+      lane.ready.length >= (this.options.commitEarlyAt ?? 2048)
+    ) {
+      lane.cancelTimer?.();
+      lane.cancelTimer = null;
       void this.commit(lane);
       return;
     }
+    if (lane.cancelTimer) return;
     lane.cancelTimer = this.options.clock.setTimer(this.options.commitIntervalMs, () => {
       lane.cancelTimer = null;
       void this.commit(lane);

@@ -126,6 +126,8 @@ export class InferenceWorker {
           sink: deps.transactions,
           clock: this.clock,
           commitIntervalMs: this.options.commitIntervalMs,
+          // Answers count against maxQueued until committed: commit before they fill it.
+          commitEarlyAt: Math.max(1, Math.floor(this.options.maxQueued / 8)),
           log: this.log,
           onCommitted: (items) => this.committed(items),
           onDropped: (partition, records, reason) =>

@@ -111,6 +111,32 @@ describe('TransactionalDelivery', () => {
     expect(sink.commits.map((c) => c.offset)).toEqual(['3']);
   });
 
+  it('commits before the interval once enough answers wait', async () => {
+    const source = new FakeSource();
+    const sink = new FakeTransactions();
+    const clock = new ManualClock();
+    const delivery = new TransactionalDelivery<string>({
+      source,
+      sink,
+      clock,
+      commitIntervalMs: 60_000,
+      commitEarlyAt: 3,
+      log: { warn() {}, info() {} } as never,
+      onCommitted: () => undefined,
+    });
+    delivery.assign([tp(0)]);
+    await settle();
+    const records = [0, 1, 2, 3].map((o) => record(0, o));
+    records.forEach((r) => delivery.track(r));
+    delivery.deliver(records.slice(0, 2).map(answer));
+    await settle();
+    expect(sink.commits).toEqual([]);
+    delivery.deliver([answer(records[2]!)]);
+    await settle();
+    expect(sink.commits.map((c) => c.offset)).toEqual(['3']);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('after a failed transaction, drops the uncommitted answers and reads again from the committed offset with a new producer', async () => {
     const { source, sink, delivery, clock, dropped } = setup();
     delivery.assign([tp(0)]);
