@@ -272,6 +272,57 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    telemetry: z
+      .object({
+        serviceName: z
+          .string()
+          .min(1)
+          .default('streamscore')
+          .describe("OpenTelemetry service.name of the worker's spans and metrics."),
+        otlpEndpoint: z
+          .string()
+          .url('expected a URL such as http://localhost:4318')
+          .nullable()
+          .default(null)
+          .describe(
+            'OTLP/HTTP endpoint (e.g. http://localhost:4318 of a Collector or Jaeger): traces go to <endpoint>/v1/traces and metrics to <endpoint>/v1/metrics. null: nothing is exported over OTLP and tracing is off (no spans are made at all).',
+          ),
+        tracesSampleRatio: z
+          .number()
+          .min(0)
+          .max(1)
+          .default(1)
+          .describe(
+            'Share of traces recorded when otlpEndpoint is set (parent-based: a request whose producer sampled its trace is always recorded). 0 turns tracing off.',
+          ),
+        metricsExportIntervalMs: z
+          .number()
+          .int()
+          .min(100)
+          .default(10000)
+          .describe('How often metrics are pushed over OTLP (when otlpEndpoint is set).'),
+      })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe('Serve /healthz, /readyz and /metrics (Prometheus text).'),
+        host: z.string().min(1).default('0.0.0.0').describe('Address the HTTP server listens on.'),
+        port: z
+          .number()
+          .int()
+          .min(0)
+          .max(65535)
+          .default(9464)
+          .describe(
+            'Port of the HTTP server (9464 is the usual port of an OpenTelemetry Prometheus endpoint). 0: any free port, logged at start.',
+          ),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z
