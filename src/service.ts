@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { AvroCodec } from './codec/avro.js';
@@ -12,7 +13,15 @@ import { loadModel, resolveModelDir } from './model/repository.js';
 import type { ModelRunner } from './model/types.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
+import { RequestTracing, startTracing } from './telemetry/tracing.js';
 import { InferenceWorker, type StopReport } from './worker/worker.js';
+
+/** src/ and dist/ both sit one level below package.json. */
+const PACKAGE_VERSION = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  }
+).version;
 
 export interface Service {
   worker: InferenceWorker;
@@ -81,6 +90,7 @@ export async function startService(
     throw err;
   }
 
+  const tracing = startTracing(config.telemetry, log, PACKAGE_VERSION);
   const metrics = new WorkerMetrics();
   const { source, sink, transactions, batchSize } = started;
   metrics.registerModelInfo(() => ({
@@ -99,6 +109,7 @@ export async function startService(
     metrics,
     onFatal,
     transactions,
+    tracing: tracing ? new RequestTracing(tracing.tracer, config.kafka.groupId) : undefined,
     options: {
       resultTopic: config.topics.results,
       deadLetterTopic: config.topics.deadLetter,
@@ -122,7 +133,10 @@ export async function startService(
     worker,
     model,
     stop() {
-      stopped ??= worker.stop().finally(() => model.dispose());
+      stopped ??= worker.stop().finally(async () => {
+        await model.dispose();
+        await tracing?.shutdown();
+      });
       return stopped;
     },
   };

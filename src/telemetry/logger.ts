@@ -1,3 +1,4 @@
+import { context, trace } from '@opentelemetry/api';
 import { pino, type Logger, type LoggerOptions, type DestinationStream } from 'pino';
 
 export type { Logger };
@@ -10,8 +11,24 @@ export function createLogger(
   const options: LoggerOptions = {
     level,
     base: { service: 'streamscore' },
+    // A line written while a span is active (a request's context) carries its ids, so logs and
+    // traces join up in whatever backend holds both.
+    mixin() {
+      const span = trace.getSpan(context.active());
+      if (!span) return {};
+      const { traceId, spanId } = span.spanContext();
+      return { trace_id: traceId, span_id: spanId };
+    },
     redact: {
-      paths: ['*.password', '*.sasl.password', 'kafka.sasl', '*.ssl.key', '*.token'],
+      paths: [
+        '*.password',
+        '*.sasl.password',
+        'kafka.sasl',
+        '*.ssl.key',
+        '*.token',
+        '*.headers.authorization',
+        '*.headers.Authorization',
+      ],
       censor: '[redacted]',
     },
   };

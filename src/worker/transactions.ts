@@ -26,7 +26,7 @@ export interface TransactionalDeliveryOptions<M> {
   /** These records' outputs and offsets are committed: visible to read_committed readers. */
   onCommitted(items: readonly Delivered<M>[], partition: TopicPartition): void;
   /** A partition's transaction failed or the partition was lost: its uncommitted work is dropped. */
-  onDropped?(partition: TopicPartition, records: number, reason: string): void;
+  onDropped?(partition: TopicPartition, records: readonly InboundRecord[], reason: string): void;
 }
 
 export interface Delivered<M> {
@@ -66,8 +66,8 @@ class Lane<M> {
 
   constructor(readonly tp: TopicPartition) {}
 
-  forget(): number {
-    const dropped = this.live.size;
+  forget(): InboundRecord[] {
+    const dropped = [...this.live.values()].map((slot) => slot.record);
     this.slots = [];
     this.head = 0;
     this.live.clear();
@@ -265,7 +265,7 @@ export class TransactionalDelivery<M = unknown> {
     const dropped = lane.forget();
     lane.failures++;
     this.options.log.warn(
-      { err, ...tp, dropped, attempt: lane.failures },
+      { err, ...tp, dropped: dropped.length, attempt: lane.failures },
       'transaction failed; reading the partition again from its committed offset',
     );
     this.options.onDropped?.(tp, dropped, 'transaction failed');
@@ -313,7 +313,7 @@ export class TransactionalDelivery<M = unknown> {
     lane.state = 'closed';
     this.lanes.delete(keyOf(lane.tp));
     const dropped = lane.forget();
-    if (dropped > 0) this.options.onDropped?.(lane.tp, dropped, reason);
+    if (dropped.length > 0) this.options.onDropped?.(lane.tp, dropped, reason);
     // A partition held for opening that is no longer ours must not stay paused if it comes back.
     if (wasOpening) this.options.source.release(lane.tp, null);
     const txns = lane.txns;

@@ -14,6 +14,7 @@ import type {
 import type { ModelRunner } from '../model/types.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
 import { WorkerMetrics } from '../telemetry/metrics.js';
+import type { RequestTracing } from '../telemetry/tracing.js';
 import { deadLetterFor, HEADER, isValueDropped, withoutValue } from './headers.js';
 import { predictNarrowing } from './narrow.js';
 import { OffsetTracker } from './offsets.js';
@@ -62,6 +63,8 @@ export interface WorkerDeps {
    * `sink` and `source.commit` are then not used.
    */
   transactions?: TransactionalSink | undefined;
+  /** Spans per request (telemetry.otlpEndpoint set); none are made without it. */
+  tracing?: RequestTracing | undefined;
 }
 
 /** A request that decoded and fits the model, waiting for its batch. */
@@ -109,6 +112,7 @@ export class InferenceWorker {
   private stopPromise: Promise<StopReport> | null = null;
   private readonly onFatal: ((error: Error) => void) | undefined;
   private readonly transactions: TransactionalDelivery<PendingRequest> | null;
+  private readonly tracing: RequestTracing | undefined;
 
   constructor(deps: WorkerDeps) {
     this.source = deps.source;
@@ -120,6 +124,7 @@ export class InferenceWorker {
     this.log = (deps.log ?? silentLogger).child({ component: 'worker' });
     this.metrics = deps.metrics ?? new WorkerMetrics();
     this.onFatal = deps.onFatal;
+    this.tracing = deps.tracing;
     this.transactions = deps.transactions
       ? new TransactionalDelivery<PendingRequest>({
           source: this.source,
@@ -130,8 +135,13 @@ export class InferenceWorker {
           commitEarlyAt: Math.max(1, Math.floor(this.options.maxQueued / 8)),
           log: this.log,
           onCommitted: (items) => this.committed(items),
-          onDropped: (partition, records, reason) =>
-            this.log.info({ ...partition, records, reason }, 'uncommitted answers dropped'),
+          onDropped: (partition, records, reason) => {
+            this.log.info(
+              { ...partition, records: records.length, reason },
+              'uncommitted answers dropped',
+            );
+            if (this.tracing) for (const record of records) this.tracing.abandoned(record, reason);
+          },
         })
       : null;
     this.driver = new BatchDriver<PendingRequest>({
@@ -275,6 +285,7 @@ export class InferenceWorker {
         this.metrics.skipped(1);
         continue;
       }
+      this.tracing?.received(record);
       const receivedAt = this.clock.now();
       try {
         this.driver.add(this.accept(record, receivedAt), record.value?.length ?? 0);
@@ -346,6 +357,7 @@ export class InferenceWorker {
       );
     }
     const request = this.codec.decodeRequest(value);
+    this.tracing?.identified(record, request.id);
     const { info } = this.model;
     if (
       (request.model !== null && request.model !== info.name) ||
@@ -384,6 +396,7 @@ export class InferenceWorker {
         code: error.code,
         requestId,
         ...(extra.history && extra.history.length > 1 ? { attempts: extra.history.length } : {}),
+        ...this.tracing?.logFields(record),
       },
       `dead-lettering record: ${error.message}`,
     );
@@ -509,6 +522,12 @@ export class InferenceWorker {
     const startedAt = this.clock.now();
     const answered: PendingRequest[] = [];
     const out = Object.assign([] as OutboundRecord[], { answered });
+    const traced = this.tracing?.batch(
+      batch.map((p) => p.record),
+      info,
+      startedAt,
+      batch.map((p) => p.receivedAt),
+    );
     const { outputs, outcomes } = await predictNarrowing(
       this.model,
       batch,
@@ -520,6 +539,7 @@ export class InferenceWorker {
       },
     );
     const inferredAt = this.clock.now();
+    traced?.(inferredAt);
     if (outputs) this.metrics.batch(batch.length, inferredAt - startedAt);
     for (let i = 0; i < batch.length; i++) {
       const pending = batch[i]!;
@@ -593,10 +613,17 @@ export class InferenceWorker {
         records.map((record, i) => {
           const sent = this.withinRecordLimit(out[i]!);
           const isResult = sent?.topic === this.options.resultTopic;
+          this.tracing?.sending(record, sent, isResult);
           return { record, out: sent, meta: isResult ? meta.get(record) : undefined };
         }),
       );
       return;
+    }
+    const tracing = this.tracing;
+    if (tracing) {
+      records.forEach((record, i) =>
+        tracing.sending(record, out[i]!, out[i]!.topic === this.options.resultTopic),
+      );
     }
     try {
       await this.sender.send(out);
@@ -606,12 +633,14 @@ export class InferenceWorker {
           { records: out.length },
           'send abandoned at shutdown; records stay uncommitted',
         );
+        if (tracing) for (const record of records) tracing.abandoned(record, 'shutdown');
         return;
       }
       throw err;
     }
     const ackedAt = this.clock.now();
     for (const record of records) this.tracker.ack(record, record.offset);
+    if (tracing) records.forEach((record, i) => this.traceAnswered(record, out[i]!));
     if (answered) {
       this.metrics.produced(answered.length);
       for (const p of answered) {
@@ -622,11 +651,21 @@ export class InferenceWorker {
     this.scheduleCommit();
   }
 
+  private traceAnswered(record: InboundRecord, out: OutboundRecord): void {
+    const code = out.headers[HEADER.errorCode];
+    if (code === undefined) this.tracing!.answered(record, 'result');
+    else this.tracing!.answered(record, 'dead-letter', String(code));
+  }
+
   /** exactly-once: these answers and their offsets were committed in one transaction. */
   private committed(items: readonly Delivered<PendingRequest>[]): void {
     const at = this.clock.now();
     let answered = 0;
-    for (const { record, meta } of items) {
+    for (const { record, out, meta } of items) {
+      if (this.tracing) {
+        if (out) this.traceAnswered(record, out);
+        else this.tracing.abandoned(record, 'nothing could be sent (over kafka.maxRecordBytes)');
+      }
       if (!meta) continue;
       answered++;
       this.metrics.endToEnd(at - (meta.request.requestedAt ?? record.timestamp));

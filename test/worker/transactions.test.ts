@@ -43,7 +43,7 @@ function setup(commitIntervalMs = 0) {
     log: { warn() {}, info() {} } as never,
     onCommitted: (items) => committed.push(...items.map((i) => i.meta!)),
     onDropped: (partition, records, reason) =>
-      dropped.push({ partition: partition.partition, records, reason }),
+      dropped.push({ partition: partition.partition, records: records.length, reason }),
   });
   return { source, sink, clock, delivery, committed, dropped };
 }

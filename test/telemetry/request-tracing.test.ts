@@ -1,0 +1,137 @@
+import { propagation, SpanKind } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AvroCodec } from '../../src/codec/avro.js';
+import type { InboundRecord } from '../../src/kafka/types.js';
+import { RequestTracing, SPAN_ATTRIBUTE } from '../../src/telemetry/tracing.js';
+import { InferenceWorker } from '../../src/worker/worker.js';
+import { FakeModel, FakeSink, FakeSource } from '../helpers/fakes.js';
+
+const codec = new AvroCodec();
+const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
+const PRODUCER_SPAN = '00f067aa0ba902b7';
+
+function request(offset: number, x: number[], traceparent?: string): InboundRecord {
+  return {
+    topic: 'requests',
+    partition: 0,
+    offset: String(offset),
+    key: Buffer.from(`k${offset}`),
+    value: codec.encodeRequest({
+      id: `req-${offset}`,
+      model: null,
+      modelVersion: null,
+      requestedAt: null,
+      inputs: [{ name: 'x', shape: [x.length], data: Float32Array.from(x) }],
+    }),
+    headers: traceparent ? { traceparent: Buffer.from(traceparent) } : {},
+    timestamp: Date.now(),
+  };
+}
+
+async function until(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !condition(); i++) await new Promise((r) => setTimeout(r, 5));
+  expect(condition()).toBe(true);
+}
+
+describe('request tracing in the worker', () => {
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({
+    spanProcessors: [new SimpleSpanProcessor(exporter)],
+  });
+
+  beforeAll(() => {
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  });
+  afterAll(async () => {
+    propagation.disable();
+    await provider.shutdown();
+  });
+
+  it('continues the producer trace: process span per request, batch span linked to each, send span in the result headers', async () => {
+    const source = new FakeSource();
+    const sink = new FakeSink();
+    const worker = new InferenceWorker({
+      source,
+      sink,
+      codec,
+      model: new FakeModel(),
+      tracing: new RequestTracing(provider.getTracer('test'), 'the-group'),
+      options: {
+        resultTopic: 'results',
+        deadLetterTopic: 'dead',
+        maxBatchSize: 8,
+        maxDelayMs: 1,
+        maxQueued: 1000,
+        maxPayloadBytes: 10_000,
+        commitIntervalMs: 0,
+        drainTimeoutMs: 5000,
+      },
+    });
+    await worker.start();
+    await source.deliver([
+      request(0, [1, 0, 0, 0], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`),
+      request(1, [0, 1, 0, 0]),
+      {
+        ...request(2, [0, 0, 1, 0], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`),
+        value: Buffer.from('?'),
+      },
+    ]);
+    await until(() => source.committed('requests', 0) === '3');
+    await worker.stop();
+
+    const spans = exporter.getFinishedSpans();
+    const processSpans = spans.filter((s) => s.name === 'process requests');
+    expect(processSpans).toHaveLength(3);
+    const [first, second, poison] = processSpans.sort(
+      (a, b) =>
+        Number(a.attributes['messaging.kafka.offset']) -
+        Number(b.attributes['messaging.kafka.offset']),
+    );
+    // The producer's context is the parent: the request span is in the producer's trace.
+    expect(first!.spanContext().traceId).toBe(TRACE_ID);
+    expect(first!.parentSpanContext?.spanId).toBe(PRODUCER_SPAN);
+    expect(first!.kind).toBe(SpanKind.CONSUMER);
+    expect(first!.attributes).toMatchObject({
+      'messaging.system': 'kafka',
+      'messaging.destination.name': 'requests',
+      'messaging.consumer.group.name': 'the-group',
+      'messaging.message.id': 'req-0',
+      [SPAN_ATTRIBUTE.outcome]: 'result',
+      [SPAN_ATTRIBUTE.batchSize]: 2,
+    });
+    expect(first!.attributes[SPAN_ATTRIBUTE.batchWaitMs]).toEqual(expect.any(Number));
+    expect(first!.attributes[SPAN_ATTRIBUTE.inferenceMs]).toEqual(expect.any(Number));
+    expect(first!.events.map((e) => e.name)).toEqual(['inference.start', 'inference.end']);
+    // No traceparent: a new trace.
+    expect(second!.spanContext().traceId).not.toBe(TRACE_ID);
+    expect(poison!.attributes[SPAN_ATTRIBUTE.outcome]).toBe('dead-letter');
+    expect(poison!.attributes[SPAN_ATTRIBUTE.errorCode]).toBe('DECODE_FAILED');
+
+    const batch = spans.find((s) => s.name === 'infer doubler')!;
+    expect(batch.links.map((l) => l.context.spanId).sort()).toEqual(
+      [first!.spanContext().spanId, second!.spanContext().spanId].sort(),
+    );
+    expect(batch.attributes).toMatchObject({ [SPAN_ATTRIBUTE.model]: 'doubler' });
+
+    const sends = spans.filter((s) => s.name === 'send results');
+    expect(sends).toHaveLength(2);
+    const firstSend = sends.find(
+      (s) => s.parentSpanContext?.spanId === first!.spanContext().spanId,
+    )!;
+    expect(firstSend.kind).toBe(SpanKind.PRODUCER);
+    // The result carries the send span's context: downstream consumers continue the trace.
+    const result = sink.to('results').find((r) => r.key?.toString() === 'k0')!;
+    expect(String(result.headers['traceparent'])).toBe(
+      `00-${TRACE_ID}-${firstSend.spanContext().spanId}-01`,
+    );
+    // A dead letter keeps the request's own headers.
+    const dead = sink.to('dead')[0]!;
+    expect(String(dead.headers['traceparent'])).toBe(`00-${TRACE_ID}-${PRODUCER_SPAN}-01`);
+  });
+});
