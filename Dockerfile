@@ -62,6 +62,12 @@ COPY models ./models
 COPY config ./config
 # Everything above belongs to root and is only readable by the worker, which needs no writes.
 USER node
+# GET /healthz, /readyz and /metrics (Prometheus text); http.port, STREAMSCORE_HTTP_PORT.
+EXPOSE 9464
+# Liveness: the process answers HTTP. The image has no curl, so node asks. (Kubernetes ignores
+# this and uses its own probes: livenessProbe on /healthz, readinessProbe on /readyz.)
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.STREAMSCORE_HTTP_PORT || 9464) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # Stopping: SIGTERM drains in-flight requests for shutdown.drainTimeoutMs, then commits and leaves
 # the group; give the container longer than that (docker stop -t, compose stop_grace_period).
 # Run with --init (compose: init: true) so a signal that arrives before the worker has installed

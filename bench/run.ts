@@ -1043,7 +1043,8 @@ async function startWorkerProcess(env: Record<string, string>): Promise<WorkerPr
   const spawnedAt = now();
   const child: ChildProcess = spawn(process.execPath, WORKER_ARGS, {
     cwd: ROOT,
-    env: { ...inherited, ...env },
+    // Any free port for /healthz, /readyz and /metrics: several workers may run at once.
+    env: { ...inherited, STREAMSCORE_HTTP_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const pid = child.pid;

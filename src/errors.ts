@@ -33,7 +33,9 @@ export type ErrorCode =
   | 'KAFKA_RECORD_REJECTED'
   /** Another producer with the same identity took over (fenced epoch, transactional id). */
   | 'KAFKA_FENCED'
-  | 'LOCAL_BROKER_FAILED';
+  | 'LOCAL_BROKER_FAILED'
+  /** The health and metrics HTTP server cannot listen (port in use, address not available). */
+  | 'HTTP_UNAVAILABLE';
 
 /** Dead-letter category: operators act differently on bad input than on failures of ours. */
 export type ErrorCategory = 'unprocessable' | 'failed';

@@ -4,6 +4,8 @@ import path from 'node:path';
 import { AvroCodec } from './codec/avro.js';
 import { requireBrokers } from './config/load.js';
 import type { StreamscoreConfig } from './config/schema.js';
+import { Readiness } from './http/readiness.js';
+import { startHttpServer, type HttpServer } from './http/server.js';
 import { KafkajsTransactionalSink } from './kafka/kafkajs-transactions.js';
 import { checkTopics, createKafka, KafkajsSink, KafkajsSource } from './kafka/kafkajs.js';
 import { autotuneBatchSize } from './model/autotune.js';
@@ -13,6 +15,7 @@ import { loadModel, resolveModelDir } from './model/repository.js';
 import type { ModelRunner } from './model/types.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
+import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
 import { RequestTracing, startTracing } from './telemetry/tracing.js';
 import { InferenceWorker, type StopReport } from './worker/worker.js';
 
@@ -26,6 +29,10 @@ const PACKAGE_VERSION = (
 export interface Service {
   worker: InferenceWorker;
   model: ModelRunner;
+  /** What GET /readyz answers (model warm, partitions assigned, connected, not stopping). */
+  readiness: Readiness;
+  /** The /healthz, /readyz and /metrics server; null with http.enabled: false. */
+  http: HttpServer | null;
   /** Drains, commits, leaves the group and frees the model. Safe to call more than once. */
   stop(): Promise<StopReport>;
 }
@@ -36,12 +43,90 @@ export interface StartServiceOptions {
   onFatal?: (error: Error) => void;
 }
 
+/** Metrics SDK, readiness and the HTTP server: up before the model loads, down after the rest. */
+interface Observability {
+  sdk: MetricsSdk;
+  readiness: Readiness;
+  http: HttpServer | null;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the metrics SDK (before any instrument exists) and the HTTP server, so /healthz answers
+ * while the model loads and warms up and /readyz says what is still missing.
+ */
+async function startObservability(config: StreamscoreConfig, log: Logger): Promise<Observability> {
+  const sdk = startMetricsSdk(config.telemetry, {
+    log,
+    version: PACKAGE_VERSION,
+    prometheus: config.http.enabled,
+  });
+  const readiness = new Readiness();
+  readiness.onChange((state) => {
+    if (state.ready) log.info({ checks: state.checks }, 'ready');
+    else if (state.checks.stopping) log.info({ failing: state.failing }, 'not ready: stopping');
+    else log.warn({ failing: state.failing, checks: state.checks }, 'not ready');
+  });
+  let http: HttpServer | null = null;
+  try {
+    if (config.http.enabled) {
+      http = await startHttpServer({
+        host: config.http.host,
+        port: config.http.port,
+        readiness,
+        metrics: sdk.scrape,
+        log,
+      });
+    }
+  } catch (err) {
+    await sdk.shutdown();
+    throw err;
+  }
+  return {
+    sdk,
+    readiness,
+    http,
+    async close() {
+      await http?.close();
+      await sdk.shutdown();
+    },
+  };
+}
+
 /** Wires the edges (kafkajs, Avro, tfjs) to the worker core and starts consuming. */
 export async function startService(
   config: StreamscoreConfig,
-  { log, onFatal }: StartServiceOptions,
+  options: StartServiceOptions,
 ): Promise<Service> {
   requireBrokers(config);
+  const observability = await startObservability(config, options.log);
+  let service: Omit<Service, 'readiness' | 'http'>;
+  try {
+    service = await startWorker(config, options, observability);
+  } catch (err) {
+    await observability.close();
+    throw err;
+  }
+  const { readiness, http } = observability;
+  let stopped: Promise<StopReport> | null = null;
+  return {
+    ...service,
+    readiness,
+    http,
+    stop() {
+      readiness.stopping();
+      // /healthz keeps answering while the worker drains; the final OTLP push comes last.
+      stopped ??= service.stop().finally(() => observability.close());
+      return stopped;
+    },
+  };
+}
+
+async function startWorker(
+  config: StreamscoreConfig,
+  { log, onFatal }: StartServiceOptions,
+  { sdk, readiness }: Observability,
+): Promise<Omit<Service, 'readiness' | 'http'>> {
   const modelDir = await resolveModelDir(
     path.resolve(config.model.repository),
     config.model.name,
@@ -51,6 +136,7 @@ export async function startService(
   const ready = (async () => {
     const batchSize = await chooseBatchSize(config, model, log);
     await model.warmUp([1, batchSize]);
+    readiness.modelWarmed();
     const kafka = createKafka(config.kafka, log);
     await checkTopics(kafka, [
       ...config.topics.requests,
@@ -91,7 +177,7 @@ export async function startService(
   }
 
   const tracing = startTracing(config.telemetry, log, PACKAGE_VERSION);
-  const metrics = new WorkerMetrics();
+  const metrics = new WorkerMetrics(sdk.meter);
   const { source, sink, transactions, batchSize } = started;
   metrics.registerModelInfo(() => ({
     model: model.info.name,
@@ -126,6 +212,12 @@ export async function startService(
       drainTimeoutMs: config.shutdown.drainTimeoutMs,
     },
   });
+  source.watch({
+    onAssignment: (partitions) => readiness.assigned(partitions.length),
+    onConnectionLost: (reason) => readiness.connectionLost(reason),
+  });
+  metrics.registerConsumerLag(() => source.consumerLag());
+  metrics.registerInFlight(() => worker.inFlight);
   await worker.start();
 
   let stopped: Promise<StopReport> | null = null;

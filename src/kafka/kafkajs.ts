@@ -20,7 +20,9 @@ import type {
   RecordSink,
   RecordSource,
   SourceHandlers,
+  SourceListeners,
   TopicPartition,
+  TopicPartitionLag,
   TopicPartitionOffset,
 } from './types.js';
 
@@ -94,6 +96,8 @@ export class KafkajsSource implements RecordSource {
   private stopped: Promise<void> | null = null;
   private paused = false;
   private readonly held = new Map<string, TopicPartition>();
+  private readonly watchers = new Set<SourceListeners>();
+  private readonly lags = new Map<string, TopicPartitionLag>();
 
   constructor(
     kafka: Kafka,
@@ -110,15 +114,46 @@ export class KafkajsSource implements RecordSource {
     });
   }
 
+  watch(listeners: SourceListeners): () => void {
+    this.watchers.add(listeners);
+    return () => this.watchers.delete(listeners);
+  }
+
+  /** The lag of every assigned partition that returned records since it was assigned. */
+  consumerLag(): TopicPartitionLag[] {
+    return [...this.lags.values()];
+  }
+
+  /** Calls the run() handlers, then every watcher; a throwing watcher is logged, not fatal. */
+  private notify(handlers: SourceHandlers, call: (listeners: SourceListeners) => void): void {
+    call(handlers);
+    for (const watcher of this.watchers) {
+      try {
+        call(watcher);
+      } catch (err) {
+        this.log.warn({ err }, 'source listener failed');
+      }
+    }
+  }
+
   async run(handlers: SourceHandlers): Promise<void> {
     const { consumer } = this;
     consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       this.assignment = Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) =>
         partitions.map((partition) => ({ topic, partition })),
       );
-      handlers.onAssignment?.(this.assignment);
+      const assigned = new Set(this.assignment.map((tp) => `${tp.topic}\u0000${tp.partition}`));
+      for (const key of this.lags.keys()) if (!assigned.has(key)) this.lags.delete(key);
+      this.notify(handlers, (l) => l.onAssignment?.(this.assignment));
+    });
+    // kafkajs disconnects before it reports a crash (and on stop()); either way the consumer is
+    // out of its group until it has restarted and rejoined (GROUP_JOIN again).
+    consumer.on(consumer.events.DISCONNECT, () => {
+      this.notify(handlers, (l) => l.onConnectionLost?.('consumer disconnected'));
     });
     consumer.on(consumer.events.CRASH, ({ payload }) => {
+      const reason = `consumer crashed: ${payload.error.message}${payload.restart ? '; restarting' : ''}`;
+      this.notify(handlers, (l) => l.onConnectionLost?.(reason));
       if (!payload.restart) handlers.onFatal?.(payload.error);
     });
     try {
@@ -140,7 +175,13 @@ export class KafkajsSource implements RecordSource {
       eachBatch: async ({ batch, heartbeat, isRunning, isStale }) => {
         if (batch.messages.length === 0) return;
         // Fetched before the partition was held: it will be read again once released.
-        if (this.held.has(`${batch.topic}\u0000${batch.partition}`)) return;
+        const key = `${batch.topic}\u0000${batch.partition}`;
+        if (this.held.has(key)) return;
+        const tp = { topic: batch.topic, partition: batch.partition };
+        const lastOffset = Number(batch.messages[batch.messages.length - 1]!.offset);
+        const lag = Math.max(0, Number(batch.highWatermark) - lastOffset - 1);
+        this.lags.set(key, { ...tp, lag });
+        this.notify(handlers, (l) => l.onLag?.(tp, lag));
         const records = batch.messages.map((m) => toRecord(batch.topic, batch.partition, m));
         await handlers.onRecords(records, { heartbeat, isStale: () => isStale() || !isRunning() });
       },

@@ -44,11 +44,31 @@ export interface SourceHandlers {
   onAssignment?(partitions: TopicPartition[]): void;
   /** The source gave up (a non-retriable client error): the process should exit and restart. */
   onFatal?(error: Error): void;
+  /**
+   * The consumer lost the cluster (it crashed, e.g. the broker went away, or disconnected). A
+   * consumer that restarts by itself calls onAssignment again once it has rejoined.
+   */
+  onConnectionLost?(reason: string): void;
+  /** After each fetch with records: how far the partition's last record read is behind its end. */
+  onLag?(partition: TopicPartition, lag: number): void;
+}
+
+/** Listeners besides the consumer of the records (readiness, metrics); see RecordSource.watch. */
+export type SourceListeners = Pick<SourceHandlers, 'onAssignment' | 'onConnectionLost' | 'onLag'>;
+
+/** Records of a partition between the last one fetched and the high watermark. */
+export interface TopicPartitionLag extends TopicPartition {
+  lag: number;
 }
 
 export interface RecordSource {
   /** Joins the group and starts delivering; resolves once running. */
   run(handlers: SourceHandlers): Promise<void>;
+  /**
+   * Adds listeners to group and connection events besides the handlers given to run() (which
+   * belong to the worker); call it before run(). Returns a function that removes them.
+   */
+  watch?(listeners: SourceListeners): () => void;
   /** Stops fetching from every assigned partition while staying in the group (backpressure, drain). */
   pause(): void;
   /** Fetches again after pause(). */

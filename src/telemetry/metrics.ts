@@ -1,40 +1,40 @@
-import { metrics, type Attributes } from '@opentelemetry/api';
+import {
+  metrics,
+  type Attributes,
+  type Counter,
+  type Histogram,
+  type Meter,
+} from '@opentelemetry/api';
+
+/** Bucket boundaries for latencies in milliseconds: sub-millisecond batches up to 5 s stalls. */
+export const LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+
+/** One partition's consumer lag: records between the last one fetched and the high watermark. */
+export interface PartitionLag {
+  topic: string;
+  partition: number;
+  lag: number;
+}
 
 /**
- * The worker's instruments, through the OpenTelemetry metrics API: without an SDK they cost
- * nothing; an exporter registered at start (Prometheus/OTLP) picks them up. A local snapshot is
- * kept as well so the CLI, the demo and tests can read figures without an exporter.
+ * The worker's instruments, through the OpenTelemetry metrics API. `streamscore run` passes the
+ * meter of its own MeterProvider (src/telemetry/metrics-sdk.ts: Prometheus at /metrics, OTLP when
+ * configured); without one the API's global meter is used, which is a no-op unless an SDK was
+ * registered before this object was made (the API's no-op meter never upgrades an instrument made
+ * before registration). A local snapshot is kept as well so the CLI, the demo and tests can read
+ * figures without an exporter.
  */
 export class WorkerMetrics {
-  private readonly meter = metrics.getMeter('streamscore');
-  private readonly recordsIn = this.meter.createCounter('streamscore.records.received', {
-    description: 'Request records read from Kafka',
-  });
-  private readonly resultsOut = this.meter.createCounter('streamscore.results.produced', {
-    description: 'Results acknowledged by the broker',
-  });
-  private readonly deadLettered = this.meter.createCounter('streamscore.records.dead_lettered', {
-    description: 'Records sent to the dead-letter topic, by error code and category',
-  });
-  private readonly batchSize = this.meter.createHistogram('streamscore.batch.size', {
-    description: 'Requests per model call',
-    advice: { explicitBucketBoundaries: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] },
-  });
-  private readonly inferenceMs = this.meter.createHistogram('streamscore.inference.duration', {
-    description: 'Model call duration per batch',
-    unit: 'ms',
-  });
-  private readonly endToEndMs = this.meter.createHistogram('streamscore.request.duration', {
-    description: 'Request time (requestedAt or record timestamp) to result acknowledged',
-    unit: 'ms',
-  });
-  private readonly reread = this.meter.createCounter('streamscore.records.skipped', {
-    description:
-      'Records not processed: read again while their first copy was in flight, or read from a partition not open for transactions yet (exactly-once)',
-  });
-  private readonly sendRetries = this.meter.createCounter('streamscore.send.retries', {
-    description: 'Produce attempts that failed and were retried',
-  });
+  private readonly meter: Meter;
+  private readonly recordsIn: Counter;
+  private readonly resultsOut: Counter;
+  private readonly deadLettered: Counter;
+  private readonly batchSize: Histogram;
+  private readonly inferenceMs: Histogram;
+  private readonly endToEndMs: Histogram;
+  private readonly waitMs: Histogram;
+  private readonly reread: Counter;
+  private readonly sendRetries: Counter;
 
   readonly snapshot = {
     received: 0,
@@ -45,6 +45,46 @@ export class WorkerMetrics {
     sendRetries: 0,
     skipped: 0,
   };
+
+  constructor(meter: Meter = metrics.getMeter('streamscore')) {
+    this.meter = meter;
+    this.recordsIn = meter.createCounter('streamscore.records.received', {
+      description: 'Request records read from Kafka',
+    });
+    this.resultsOut = meter.createCounter('streamscore.results.produced', {
+      description: 'Results acknowledged by the broker',
+    });
+    this.deadLettered = meter.createCounter('streamscore.records.dead_lettered', {
+      description: 'Records sent to the dead-letter topic, by error code and category',
+    });
+    this.batchSize = meter.createHistogram('streamscore.batch.size', {
+      description: 'Requests per model call',
+      advice: { explicitBucketBoundaries: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] },
+    });
+    this.inferenceMs = meter.createHistogram('streamscore.inference.duration', {
+      description: 'Model call duration per batch',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS },
+    });
+    this.endToEndMs = meter.createHistogram('streamscore.request.duration', {
+      description: 'Request time (requestedAt or record timestamp) to result acknowledged',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS },
+    });
+    this.waitMs = meter.createHistogram('streamscore.request.wait', {
+      description:
+        'Time from a request being read to its batch starting inference (queue and batch wait)',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: LATENCY_BUCKETS_MS },
+    });
+    this.reread = meter.createCounter('streamscore.records.skipped', {
+      description:
+        'Records not processed: read again while their first copy was in flight, or read from a partition not open for transactions yet (exactly-once)',
+    });
+    this.sendRetries = meter.createCounter('streamscore.send.retries', {
+      description: 'Produce attempts that failed and were retried',
+    });
+  }
 
   /** Exports the running model and backend as an info-style gauge (value 1). */
   registerModelInfo(attributes: () => Attributes): void {
@@ -62,6 +102,29 @@ export class WorkerMetrics {
         description: 'Largest batch the worker forms: the autotuned or configured batch size',
       })
       .addCallback((result) => result.observe(size()));
+  }
+
+  /** Exports the consumer lag of every assigned partition, read when metrics are collected. */
+  registerConsumerLag(lag: () => Iterable<PartitionLag>): void {
+    this.meter
+      .createObservableGauge('streamscore.consumer.lag', {
+        description:
+          'Records of the partition behind its high watermark, as of the last fetch that returned records',
+        unit: '{record}',
+      })
+      .addCallback((result) => {
+        for (const p of lag()) result.observe(p.lag, { topic: p.topic, partition: p.partition });
+      });
+  }
+
+  /** Exports the number of requests read and not yet answered (acknowledged or committed). */
+  registerInFlight(count: () => number): void {
+    this.meter
+      .createObservableGauge('streamscore.requests.in_flight', {
+        description: 'Request records read and not yet answered',
+        unit: '{request}',
+      })
+      .addCallback((result) => result.observe(count()));
   }
 
   skipped(count: number): void {
@@ -93,6 +156,11 @@ export class WorkerMetrics {
 
   endToEnd(ms: number): void {
     this.endToEndMs.record(ms);
+  }
+
+  /** A request waited `ms` from being read to its batch starting inference. */
+  requestWaited(ms: number): void {
+    this.waitMs.record(ms);
   }
 
   sendRetry(): void {

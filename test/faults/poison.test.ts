@@ -160,7 +160,12 @@ function startWorker(env: Record<string, string>): Promise<WorkerProcess> {
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', path.join(REPO_ROOT, 'src/cli/main.ts'), 'run'],
-    { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    {
+      cwd: REPO_ROOT,
+      // Any free port for /healthz, /readyz and /metrics, not the 9464 another worker may hold.
+      env: { ...process.env, STREAMSCORE_HTTP_PORT: '0', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   );
   const logs: Record<string, unknown>[] = [];
   const exits: WorkerProcess['exits'] = [];

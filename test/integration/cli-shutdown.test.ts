@@ -71,6 +71,8 @@ describe('streamscore run', () => {
       STREAMSCORE_TOPICS_RESULTS: topics.results,
       STREAMSCORE_TOPICS_DEAD_LETTER: topics.deadLetter,
       STREAMSCORE_LOG_LEVEL: 'info',
+      // Any free port for /healthz, /readyz and /metrics, not the 9464 another worker may hold.
+      STREAMSCORE_HTTP_PORT: '0',
     };
 
     const first = await startWorker(env);

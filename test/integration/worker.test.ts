@@ -59,6 +59,8 @@ function serviceConfig(
       commit: { intervalMs: 100 },
       delivery: { mode: delivery },
       log: { level: 'silent' },
+      // Several services run at once in this process: any free port for each HTTP server.
+      http: { port: 0 },
     },
   });
 }

@@ -87,7 +87,12 @@ export function spawnWorker(name: string, env: Record<string, string>): WorkerPr
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', path.join(REPO_ROOT, 'src/cli/main.ts'), 'run'],
-    { cwd: REPO_ROOT, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    {
+      cwd: REPO_ROOT,
+      // Any free port for /healthz, /readyz and /metrics: workers run side by side here.
+      env: { ...inherited, STREAMSCORE_HTTP_PORT: '0', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   );
   const logs: LogLine[] = [];
   const waiters = new Set<{ match: (line: LogLine) => boolean; resolve: (l: LogLine) => void }>();
