@@ -1,0 +1,173 @@
+/**
+ * Traces end to end, on real services: a producer exports its `send` spans to Jaeger v2 and puts
+ * their traceparent on Avro requests in the real broker; the worker (startService, tracing on)
+ * exports its spans to the same Jaeger over OTLP/HTTP; the test reads results like a downstream
+ * consumer and asks Jaeger's query API what it received.
+ */
+import {
+  defaultTextMapSetter,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  trace,
+} from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { Partitioners } from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { AvroCodec } from '../../src/codec/avro.js';
+import { loadConfig } from '../../src/config/index.js';
+import { loadDigitsDataset } from '../../src/model/digits-data.js';
+import { startService } from '../../src/service.js';
+import {
+  findTraces,
+  getTrace,
+  startLocalJaeger,
+  type LocalJaeger,
+  type TraceSpan,
+} from '../../src/telemetry/local-jaeger.js';
+import { silentLogger } from '../../src/telemetry/logger.js';
+import { createTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
+
+const brokers = inject('kafkaBrokers');
+const codec = new AvroCodec();
+const REQUESTS = 12;
+
+describe('traces through the real broker into Jaeger', () => {
+  let jaeger: LocalJaeger;
+  beforeAll(async () => {
+    jaeger = await startLocalJaeger();
+  });
+  afterAll(async () => {
+    await jaeger?.stop();
+    propagation.disable();
+    trace.disable();
+  });
+
+  it('puts the request span in the producer trace, links the batch span to each request and continues the trace in the result', async () => {
+    const topics = {
+      requests: uniqueTopic('trace-requests'),
+      results: uniqueTopic('trace-results'),
+      deadLetter: uniqueTopic('trace-dlq'),
+    };
+    await createTopics(
+      brokers,
+      Object.values(topics).map((topic) => ({ topic, numPartitions: 2 })),
+    );
+    const workerService = uniqueTopic('streamscore-worker');
+    const service = await startService(
+      loadConfig({
+        env: {},
+        overrides: {
+          kafka: { brokers, groupId: uniqueTopic('trace-group') },
+          topics: {
+            requests: [topics.requests],
+            results: topics.results,
+            deadLetter: topics.deadLetter,
+          },
+          model: { name: 'digits', version: '1' },
+          telemetry: { otlpEndpoint: jaeger.otlpHttpEndpoint, serviceName: workerService },
+          http: { enabled: false },
+          log: { level: 'silent' },
+        },
+      }),
+      { log: silentLogger },
+    );
+
+    // The upstream service: a producer span per request, exported to the same Jaeger.
+    const upstream = new BasicTracerProvider({
+      resource: resourceFromAttributes({ 'service.name': `${workerService}-upstream` }),
+      spanProcessors: [
+        new SimpleSpanProcessor(
+          new OTLPTraceExporter({ url: `${jaeger.otlpHttpEndpoint}/v1/traces` }),
+        ),
+      ],
+    });
+    const tracer = upstream.getTracer('upstream');
+    const w3c = new W3CTraceContextPropagator();
+    const { heldOut } = loadDigitsDataset();
+    const sent: { id: string; traceId: string; producerSpanId: string }[] = [];
+    const messages = Array.from({ length: REQUESTS }, (_, i) => {
+      const id = `t-${i}`;
+      const span = tracer.startSpan(`send ${topics.requests}`, { kind: SpanKind.PRODUCER });
+      const headers: Record<string, string> = {};
+      w3c.inject(trace.setSpan(ROOT_CONTEXT, span), headers, defaultTextMapSetter);
+      span.end();
+      const { traceId, spanId } = span.spanContext();
+      sent.push({ id, traceId, producerSpanId: spanId });
+      return {
+        key: id,
+        headers,
+        value: codec.encodeRequest({
+          id,
+          model: null,
+          modelVersion: null,
+          requestedAt: Date.now(),
+          inputs: [{ name: 'pixels', shape: [64], data: heldOut[i]!.pixels }],
+        }),
+      };
+    });
+    await upstream.forceFlush();
+    const producer = testKafka(brokers).producer({
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+    await producer.connect();
+    await producer.send({ topic: topics.requests, messages });
+    await producer.disconnect();
+
+    const results = await readAll(brokers, topics.results, {
+      expected: REQUESTS,
+      timeoutMs: 60_000,
+    });
+    await service.stop(); // flushes the worker's spans
+    await upstream.shutdown();
+    expect(results).toHaveLength(REQUESTS);
+
+    const batchTraces = await findTraces(jaeger.queryUrl, workerService, {
+      operation: 'infer digits',
+      minSpans: 1,
+      timeoutMs: 20_000,
+    });
+    const batchSpans = batchTraces.flatMap((t) => t.spans).filter((s) => s.name === 'infer digits');
+    const linkedTo = new Set(batchSpans.flatMap((s) => s.links.map((l) => l.spanId)));
+    expect(batchSpans.reduce((n, s) => n + Number(s.attributes['streamscore.batch.size']), 0)).toBe(
+      REQUESTS,
+    );
+
+    for (const { id, traceId, producerSpanId } of sent) {
+      const found = await getTrace(jaeger.queryUrl, traceId, { minSpans: 3, timeoutMs: 20_000 });
+      expect(found, `trace of ${id}`).toBeDefined();
+      const spans = found!.spans;
+      const byName = (name: string): TraceSpan[] => spans.filter((s) => s.name === name);
+      // The request span is in the producer's trace, as the child of the producer's span.
+      const [processSpan] = byName(`process ${topics.requests}`);
+      expect(processSpan, `process span of ${id}`).toBeDefined();
+      expect(processSpan!.parentSpanId).toBe(producerSpanId);
+      expect(processSpan!.kind).toBe('CONSUMER');
+      expect(processSpan!.serviceName).toBe(workerService);
+      expect(processSpan!.attributes).toMatchObject({
+        'messaging.system': 'kafka',
+        'messaging.message.id': id,
+        'streamscore.model.name': 'digits',
+        'streamscore.outcome': 'result',
+      });
+      for (const key of [
+        'streamscore.queue_wait_ms',
+        'streamscore.batch_wait_ms',
+        'streamscore.inference_ms',
+      ])
+        expect(typeof processSpan!.attributes[key], key).toBe('number');
+      // The batch span links to each request span.
+      expect(linkedTo.has(processSpan!.spanId), `batch link to ${id}`).toBe(true);
+      // The result continues the trace: its traceparent names the worker's send span.
+      const [sendSpan] = byName(`send ${topics.results}`);
+      expect(sendSpan!.parentSpanId).toBe(processSpan!.spanId);
+      const result = results.find((m) => m.key?.toString() === id)!;
+      expect(result.headers?.['traceparent']?.toString()).toBe(
+        `00-${traceId}-${sendSpan!.spanId}-01`,
+      );
+    }
+  });
+});
