@@ -33,6 +33,7 @@ import type { InferenceResult } from '../src/codec/types.js';
 import { loadConfig, type StreamscoreConfig } from '../src/config/index.js';
 import { createKafka, ensureTopics } from '../src/kafka/kafkajs.js';
 import { startLocalBroker, type LocalBroker } from '../src/kafka/local-broker.js';
+import { startLocalJaeger, type LocalJaeger } from '../src/telemetry/local-jaeger.js';
 import { selectBackend } from '../src/model/backend.js';
 import { mulberry32 } from '../src/model/digits-data.js';
 import { loadModel } from '../src/model/repository.js';
@@ -315,6 +316,8 @@ interface Bench {
   kafka: Kafka;
   brokers: string[];
   broker: LocalBroker | undefined;
+  /** Receives the traced phase's spans over OTLP (a local Jaeger v2), when one could start. */
+  jaeger: LocalJaeger | undefined;
   runId: string;
   options: BenchOptions;
   rss: RssSampler;
@@ -674,6 +677,7 @@ function streamscoreConfig(
   name: BenchModelName,
   topics: { requests: string; results: string; deadLetter: string },
   mode: DeliveryMode = 'at-least-once',
+  otlpEndpoint: string | null = null,
 ): StreamscoreConfig {
   return loadConfig({
     env: {},
@@ -686,6 +690,8 @@ function streamscoreConfig(
       },
       model: { repository: BENCH_REPOSITORY, name, version: BENCH_VERSION },
       delivery: { mode },
+      telemetry: { otlpEndpoint, serviceName: `streamscore-bench-${name}` },
+      http: { enabled: false },
       log: { level: 'silent' },
     },
   });
@@ -725,12 +731,19 @@ async function streamscoreThroughput(
   requests: string,
   expected: number,
   mode: DeliveryMode = 'at-least-once',
+  otlpEndpoint: string | null = null,
 ): Promise<{ result: StreamscoreThroughput; config: StreamscoreConfig }> {
-  const suffix = mode === 'exactly-once' ? 'ss-eos' : 'ss';
+  const suffix = otlpEndpoint ? 'ss-traced' : mode === 'exactly-once' ? 'ss-eos' : 'ss';
   const results = `${requests}.${suffix}-results`;
   const deadLetter = `${requests}.${suffix}-dead-letter`;
   await createTopics(bench, results, deadLetter);
-  const config = streamscoreConfig(bench, name, { requests, results, deadLetter }, mode);
+  const config = streamscoreConfig(
+    bench,
+    name,
+    { requests, results, deadLetter },
+    mode,
+    otlpEndpoint,
+  );
   collectGarbage();
   const rssAtStart = bench.rss.sample() / 2 ** 20;
   const rssWindow = bench.rss.window();
@@ -1394,7 +1407,13 @@ interface ModelReport {
     streamscore: StreamscoreThroughput;
     /** The same worker with delivery.mode exactly-once (results read back read_committed). */
     streamscore_exactly_once: StreamscoreThroughput;
+    /** The same worker with tracing on at 100 % sampling, spans exported to a local Jaeger. */
+    streamscore_traced?: StreamscoreThroughput;
   };
+  /** streamscore with tracing at 100 % (OTLP to a local Jaeger v2), records/s; null if no Jaeger. */
+  streamscore_traced_rps: number | null;
+  /** Throughput lost to tracing at 100 %: 1 − traced ÷ untraced, in percent. */
+  tracing_cost_pct: number | null;
   /** streamscore with delivery.mode exactly-once, records/s. */
   streamscore_exactly_once_rps: number;
   /** Throughput lost to exactly-once: 1 − exactly-once ÷ at-least-once, in percent. */
@@ -1472,6 +1491,22 @@ async function benchModel(
     `      ${fmtRate(eos.result.rps)}/s (mean batch ${eos.result.mean_batch}, ${eos.result.seconds.toFixed(1)} s)`,
   );
 
+  let traced: Awaited<ReturnType<typeof streamscoreThroughput>> | undefined;
+  if (bench.jaeger) {
+    say('  +   streamscore with tracing at 100 % (spans over OTLP to a local Jaeger v2)…');
+    traced = await streamscoreThroughput(
+      bench,
+      name,
+      requests,
+      count,
+      'at-least-once',
+      bench.jaeger.otlpHttpEndpoint,
+    );
+    say(
+      `      ${fmtRate(traced.result.rps)}/s (mean batch ${traced.result.mean_batch}, ${traced.result.seconds.toFixed(1)} s)`,
+    );
+  }
+
   say(
     `  latency: \`streamscore run\` in its own process; ${LOAD_LEVELS.map((p) => `${p} %`).join(', ')} of ${fmtRate(ss.result.rps)}/s, ${bench.options.loadSeconds} s each…`,
   );
@@ -1483,6 +1518,8 @@ async function benchModel(
     streamscore_rps: round(ss.result.rps),
     streamscore_exactly_once_rps: round(eos.result.rps),
     exactly_once_cost_pct: round((1 - eos.result.rps / ss.result.rps) * 100, 1),
+    streamscore_traced_rps: traced ? round(traced.result.rps) : null,
+    tracing_cost_pct: traced ? round((1 - traced.result.rps / ss.result.rps) * 100, 1) : null,
     io_ceiling_rps: round(io.rps),
     compute_ceiling_rps: round(compute.rps),
     naive_rps: round(naive.rps),
@@ -1505,6 +1542,7 @@ async function benchModel(
       naive: roundThroughput(naive),
       streamscore: roundThroughput(ss.result),
       streamscore_exactly_once: roundThroughput(eos.result),
+      ...(traced ? { streamscore_traced: roundThroughput(traced.result) } : {}),
     },
     latency: lat.loads,
     latency_worker: lat.worker,
@@ -1647,6 +1685,13 @@ function printTable(r: ModelReport): void {
     fmtInt(r.streamscore_exactly_once_rps),
     `delivery.mode exactly-once: ${r.exactly_once_cost_pct} % below at-least-once; cpu ${r.phases.streamscore_exactly_once.cpu_cores.bench} + broker ${r.phases.streamscore_exactly_once.cpu_cores.broker ?? '?'} cores`,
   );
+  if (r.streamscore_traced_rps !== null && r.phases.streamscore_traced) {
+    row(
+      'streamscore, tracing 100 %',
+      fmtInt(r.streamscore_traced_rps),
+      `spans over OTLP to a local Jaeger v2: ${r.tracing_cost_pct} % below untraced; cpu ${r.phases.streamscore_traced.cpu_cores.bench} + broker ${r.phases.streamscore_traced.cpu_cores.broker ?? '?'} cores`,
+    );
+  }
   row(
     'streamscore / ceiling',
     r.ratio_vs_ceiling.toFixed(2),
@@ -1687,13 +1732,13 @@ function printTable(r: ModelReport): void {
 /** Markdown summary, for bench/README.md and the project README. */
 function markdownTable(models: Record<string, ModelReport>): string {
   const lines = [
-    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | exactly-once (cost) | p50 / p95 / p99 at 50 % load | worker peak RSS |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | exactly-once (cost) | tracing 100 % (cost) | p50 / p95 / p99 at 50 % load | worker peak RSS |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of Object.values(models)) {
     const l = r.latency.find((x) => x.load_pct === 50)!;
     lines.push(
-      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${fmtInt(r.streamscore_exactly_once_rps)}/s (${r.exactly_once_cost_pct} %) | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
+      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${fmtInt(r.streamscore_exactly_once_rps)}/s (${r.exactly_once_cost_pct} %) | ${r.streamscore_traced_rps === null ? '—' : `${fmtInt(r.streamscore_traced_rps)}/s (${r.tracing_cost_pct} %)`} | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
     );
   }
   return lines.join('\n');
@@ -1865,6 +1910,7 @@ async function main(): Promise<void> {
   );
 
   let broker: LocalBroker | undefined;
+  let jaeger: LocalJaeger | undefined;
   const bench: Partial<Bench> = {};
   const cleanup = async () => {
     if (bench.kafka && !broker && bench.topics && bench.topics.length > 0) {
@@ -1876,6 +1922,7 @@ async function main(): Promise<void> {
         .catch((err: unknown) => say(`  could not delete the benchmark topics: ${String(err)}`))
         .finally(() => admin.disconnect());
     }
+    await jaeger?.stop();
     await broker?.stop();
     rss.stop();
   };
@@ -1901,10 +1948,19 @@ async function main(): Promise<void> {
       env: {},
       overrides: { kafka: { brokers, clientId: 'streamscore-bench' } },
     }).kafka;
+    try {
+      jaeger = await startLocalJaeger();
+      say(`• Jaeger v2 for the traced phase: OTLP at ${jaeger.otlpHttpEndpoint}`);
+    } catch (err) {
+      say(
+        `• No Jaeger (${(err as Error).message.split('\n')[0]}); the traced phase is skipped. \`npm run jaeger -- fetch\` builds it.`,
+      );
+    }
     Object.assign(bench, {
       kafka: createKafka(kafkaConfig, silentLogger),
       brokers,
       broker,
+      jaeger,
       runId: Date.now().toString(36),
       options,
       rss,
