@@ -193,7 +193,7 @@ async function run(
 
 /**
  * Builds the Jaeger binary once; later calls only check the marker. Returns the binary's path.
- * Needs Go (1.24+; `$GO` or `go` on PATH) and the Go module proxy; a cold build takes minutes.
+ * Needs Go (1.24.6+; `$GO` or `go` on PATH) and the Go module proxy; a cold build takes minutes.
  */
 export async function ensureJaeger(opts: EnsureJaegerOptions = {}): Promise<string> {
   const log = opts.log ?? silent;
@@ -219,7 +219,7 @@ export async function ensureJaeger(opts: EnsureJaegerOptions = {}): Promise<stri
     goVersion = (await run(go, ['env', 'GOVERSION'], { env })).trim();
   } catch (err) {
     throw new LocalJaegerError(
-      `Jaeger is built from source and needs Go 1.24 or newer (\`go\` on PATH, or GO=/path/to/go): ${(err as Error).message}`,
+      `Jaeger is built from source and needs Go 1.24.6 or newer (\`go\` on PATH, or GO=/path/to/go): ${(err as Error).message}`,
       { go },
       err,
     );
