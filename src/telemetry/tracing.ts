@@ -12,7 +12,6 @@ import {
   type Tracer,
 } from '@opentelemetry/api';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
   BatchSpanProcessor,
   NodeTracerProvider,
@@ -22,6 +21,7 @@ import {
 import type { StreamscoreConfig } from '../config/schema.js';
 import type { InboundRecord, OutboundRecord, RecordHeaders } from '../kafka/types.js';
 import type { Logger } from './logger.js';
+import { telemetryResource } from './metrics-sdk.js';
 
 export interface TracingHandle {
   tracer: Tracer;
@@ -41,11 +41,8 @@ export function startTracing(
   if (config.otlpEndpoint === null || config.tracesSampleRatio === 0) return null;
   const url = `${config.otlpEndpoint.replace(/\/$/, '')}/v1/traces`;
   const provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({
-      'service.name': config.serviceName,
-      'service.version': version,
-      'service.instance.id': `${process.pid}@${process.env['HOSTNAME'] ?? 'localhost'}`,
-    }),
+    // The same resource as the metrics, so traces and metrics of one worker join up.
+    resource: telemetryResource(config.serviceName, version),
     // A request whose producer sampled its trace is always recorded; new traces by ratio.
     sampler: new ParentBasedSampler({
       root: new TraceIdRatioBasedSampler(config.tracesSampleRatio),

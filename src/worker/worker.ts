@@ -540,6 +540,7 @@ export class InferenceWorker {
     );
     const inferredAt = this.clock.now();
     traced?.(inferredAt);
+    for (const p of batch) this.metrics.requestWaited(startedAt - p.receivedAt);
     if (outputs) this.metrics.batch(batch.length, inferredAt - startedAt);
     for (let i = 0; i < batch.length; i++) {
       const pending = batch[i]!;

@@ -169,6 +169,8 @@ describe('metrics and health endpoints against a real broker', () => {
     expect(sum(dead)).toBe(POISON);
     for (const labels of dead.keys()) expect(labels).toMatch(/category="unprocessable"/);
     expect(sum(series(text, 'streamscore_request_duration_count'))).toBe(GOOD);
+    // Read → inference start, once per request that reached the model.
+    expect(sum(series(text, 'streamscore_request_wait_count'))).toBe(GOOD);
     // Every batch is one model call; poison never reaches the model.
     expect(snapshot.batches).toBeGreaterThan(0);
     expect(sum(series(text, 'streamscore_batch_size_count'))).toBe(snapshot.batches);
