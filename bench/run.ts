@@ -691,7 +691,8 @@ function streamscoreConfig(
       model: { repository: BENCH_REPOSITORY, name, version: BENCH_VERSION },
       delivery: { mode },
       telemetry: { otlpEndpoint, serviceName: `streamscore-bench-${name}` },
-      http: { enabled: false },
+      // The default: /metrics served (Prometheus reader on); port 0 only to avoid collisions.
+      http: { port: 0 },
       log: { level: 'silent' },
     },
   });

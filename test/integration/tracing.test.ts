@@ -150,7 +150,6 @@ describe('traces through the real broker into Jaeger', () => {
       expect(processSpan!.attributes).toMatchObject({
         'messaging.system': 'kafka',
         'messaging.message.id': id,
-        'streamscore.model.name': 'digits',
         'streamscore.outcome': 'result',
       });
       for (const key of [
@@ -159,7 +158,14 @@ describe('traces through the real broker into Jaeger', () => {
         'streamscore.inference_ms',
       ])
         expect(typeof processSpan!.attributes[key], key).toBe('number');
-      // The batch span links to each request span.
+      // The batch span links to each request span; the request span names it.
+      const batchSpan = batchSpans.find(
+        (b) => b.spanId === processSpan!.attributes['streamscore.batch.span_id'],
+      );
+      expect(batchSpan?.attributes).toMatchObject({
+        'streamscore.model.name': 'digits',
+        'streamscore.model.version': '1',
+      });
       expect(linkedTo.has(processSpan!.spanId), `batch link to ${id}`).toBe(true);
       // The result continues the trace: its traceparent names the worker's send span.
       const [sendSpan] = byName(`send ${topics.results}`);
