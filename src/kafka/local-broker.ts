@@ -5,22 +5,26 @@
  *
  * Not for production: one replica, no security, and data in a throwaway directory.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify, stripVTControlCharacters } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import { StreamscoreError } from '../errors.js';
+import {
+  freePorts,
+  LOG_TAIL_LINES,
+  pollUntilReady,
+  pruneDeadOwners,
+  silent,
+  spawnSupervised,
+  type Log,
+} from '../util/local-process.js';
 
 const execFileAsync = promisify(execFile);
-
-type Log = (msg: string) => void;
-const silent: Log = () => {};
 
 /** The dependency plugin is pinned so a cold fetch behaves the same everywhere. */
 const COPY_DEPENDENCIES =
@@ -28,7 +32,6 @@ const COPY_DEPENDENCIES =
 const MARKER = '.complete.json';
 const READY_TIMEOUT_MS = 60_000;
 const STOP_GRACE_MS = 15_000;
-const LOG_TAIL_LINES = 30;
 
 export interface EnsureKafkaJarsOptions {
   /** Where `libs/` goes. Default: `<repo>/.cache/kafka/<kafka.version>`. */
@@ -172,26 +175,6 @@ async function readMarker(file: string): Promise<Marker | undefined> {
   }
 }
 
-/** Asks the OS for free loopback ports; both listeners stay open until all are picked, so they differ. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => {
-      const server = createServer();
-      return new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(0, '127.0.0.1', () => resolve(server));
-      });
-    }),
-  );
-  const ports = servers.map((server) => {
-    const address = server.address();
-    if (address === null || typeof address === 'string') throw fail('could not pick a free port');
-    return address.port;
-  });
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
-}
-
 /** Kafka's cluster id format: 16 random bytes, URL-safe base64, not starting with '-' (read as an option). */
 function clusterId(): string {
   for (;;) {
@@ -235,38 +218,6 @@ function serverProperties(port: number, controllerPort: number, logDirs: string)
   ].join('\n');
 }
 
-async function tail(file: string, lines = LOG_TAIL_LINES): Promise<string> {
-  try {
-    return (await readFile(file, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-/** Removes run directories left by Node processes that have exited; a live owner keeps its own. */
-async function pruneOldRuns(cacheRoot: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await readdir(cacheRoot);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const pid = Number(/^run-\d+-(\d+)$/.exec(name)?.[1]);
-    if (!Number.isInteger(pid) || pid === process.pid || isAlive(pid)) continue;
-    await rm(path.join(cacheRoot, name), { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Formats a fresh KRaft log dir with a new cluster id (a dynamic quorum of one). */
 async function formatStorage(
   java: string,
@@ -303,7 +254,8 @@ export async function startLocalBroker(opts: LocalBrokerOptions = {}): Promise<L
   const root = findRoot();
   const libs = await ensureKafkaJars({ log });
   const cacheRoot = path.join(root, '.cache', 'kafka');
-  if (opts.dataDir === undefined) await pruneOldRuns(cacheRoot);
+  // Removes run directories left by Node processes that have exited; a live owner keeps its own.
+  if (opts.dataDir === undefined) await pruneDeadOwners(cacheRoot, /^run-\d+-(\d+)$/);
   const dataDir = path.resolve(
     opts.dataDir ?? path.join(cacheRoot, `run-${Date.now()}-${process.pid}`),
   );
@@ -311,7 +263,7 @@ export async function startLocalBroker(opts: LocalBrokerOptions = {}): Promise<L
   const configFile = path.join(dataDir, 'server.properties');
   const storageDir = path.join(dataDir, 'data');
 
-  const [freeA, freeB] = await freePorts(2);
+  const [freeA, freeB] = await freePorts(2, fail);
   const port = opts.port ?? freeA!;
   const controllerPort = opts.controllerPort ?? (freeB === port ? freeA! : freeB!);
 
@@ -341,74 +293,38 @@ export async function startLocalBroker(opts: LocalBrokerOptions = {}): Promise<L
   }
 
   const heapMb = opts.heapMb ?? 512;
-  const logHandle = await open(logFile, 'a');
   const spawnedAt = Date.now();
-  let child: ChildProcess;
-  try {
-    child = spawn(
-      java,
-      [
-        `-Xms128m`,
-        `-Xmx${heapMb}m`,
-        '-XX:+ExitOnOutOfMemoryError',
-        ...jvmArgs,
-        'kafka.Kafka',
-        configFile,
-      ],
-      // The log file is opened for appending, so the JVM's own output and log4j's file appender
-      // share it without overwriting each other.
-      { cwd: dataDir, stdio: ['ignore', logHandle.fd, logHandle.fd] },
-    );
-  } finally {
-    await logHandle.close(); // the child holds its own copy of the descriptor
-  }
-
   // Never leave a JVM holding ports behind when Node exits without calling stop().
-  const killOnExit = (): void => {
-    child.kill('SIGKILL');
-  };
-  process.on('exit', killOnExit);
-  let hasExited = false;
-  const exited = new Promise<number | null>((resolve) => {
-    child.once('exit', (code) => resolve(code));
-    child.once('error', () => resolve(-1)); // e.g. java not on PATH
-  }).then((code) => {
-    hasExited = true;
-    process.off('exit', killOnExit);
-    return code;
-  });
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
-    (stopping ??= (async () => {
-      if (hasExited) return;
-      child.kill('SIGTERM');
-      // Unref'd: the child's own handle keeps Node alive while it runs, and a stopped broker
-      // must not hold the process open for the rest of the grace period.
-      const timer = sleep(STOP_GRACE_MS, 'timeout' as const, { ref: false });
-      if ((await Promise.race([exited, timer])) === 'timeout') {
-        log(`broker did not stop within ${STOP_GRACE_MS / 1000} s; killing it`);
-        child.kill('SIGKILL');
-        await exited;
-      }
-    })());
+  const jvm = await spawnSupervised(
+    java,
+    [
+      `-Xms128m`,
+      `-Xmx${heapMb}m`,
+      '-XX:+ExitOnOutOfMemoryError',
+      ...jvmArgs,
+      'kafka.Kafka',
+      configFile,
+    ],
+    // The log file is opened for appending, so the JVM's own output and log4j's file appender
+    // share it without overwriting each other.
+    { cwd: dataDir, logFile, name: 'broker', graceMs: STOP_GRACE_MS, log },
+  );
 
   const brokers = [`127.0.0.1:${port}`];
   try {
-    await waitUntilReady(brokers, () => hasExited, logFile);
+    await waitUntilReady(brokers, jvm.hasExited, logFile);
   } catch (err) {
-    child.kill('SIGKILL'); // nothing worth a clean shutdown yet
-    await exited;
+    await jvm.kill(); // nothing worth a clean shutdown yet
     throw err;
   }
   log(
-    `Kafka broker ready at ${brokers[0]} in ${((Date.now() - spawnedAt) / 1000).toFixed(1)} s (pid ${child.pid}, log ${logFile})`,
+    `Kafka broker ready at ${brokers[0]} in ${((Date.now() - spawnedAt) / 1000).toFixed(1)} s (pid ${jvm.pid}, log ${logFile})`,
   );
   const restart = async (): Promise<LocalBroker> => {
-    await stop();
+    await jvm.stop();
     return startLocalBroker({ ...opts, port, controllerPort, dataDir, reuseDataDir: true });
   };
-  return { brokers, dataDir, logFile, pid: child.pid!, exited, stop, restart };
+  return { brokers, dataDir, logFile, pid: jvm.pid!, exited: jvm.exited, stop: jvm.stop, restart };
 }
 
 /** Retries an admin describeCluster() until it succeeds, the JVM exits, or the deadline passes. */
@@ -417,7 +333,6 @@ async function waitUntilReady(
   hasExited: () => boolean,
   logFile: string,
 ): Promise<void> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
   const kafka = new Kafka({
     clientId: 'streamscore-local-broker',
     brokers,
@@ -427,29 +342,24 @@ async function waitUntilReady(
     requestTimeout: 2_000,
     retry: { retries: 0 },
   });
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    if (hasExited()) {
-      throw fail(
-        `Kafka broker failed to start; last lines of ${logFile}:\n${await tail(logFile)}`,
-        { logFile },
-      );
-    }
-    const admin = kafka.admin();
-    try {
-      await admin.connect();
-      const cluster = await admin.describeCluster();
-      if (cluster.brokers.length > 0 && cluster.controller !== null) return;
-    } catch (err) {
-      lastError = err; // not listening yet, or still electing itself controller
-    } finally {
-      await admin.disconnect().catch(() => {});
-    }
-    await sleep(250);
-  }
-  throw fail(
-    `Kafka broker not ready after ${READY_TIMEOUT_MS / 1000} s; last lines of ${logFile}:\n${await tail(logFile)}`,
-    { logFile },
-    lastError,
-  );
+  await pollUntilReady({
+    name: 'Kafka broker',
+    probe: async () => {
+      const admin = kafka.admin();
+      try {
+        await admin.connect();
+        const cluster = await admin.describeCluster();
+        return cluster.brokers.length > 0 && cluster.controller !== null;
+      } finally {
+        // A throw above is kept as the last error: not listening yet, or still electing itself
+        // controller.
+        await admin.disconnect().catch(() => {});
+      }
+    },
+    hasExited,
+    logFile,
+    timeoutMs: READY_TIMEOUT_MS,
+    intervalMs: 250,
+    makeError: fail,
+  });
 }

@@ -14,36 +14,29 @@
  *
  * Not for production: no security, and traces live in memory until the process stops.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import {
-  chmod,
-  cp,
-  mkdir,
-  open,
-  readFile,
-  readdir,
-  rename,
-  rm,
-  stat,
-  writeFile,
-} from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { chmod, cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import {
+  freePorts,
+  LOG_TAIL_LINES,
+  pollUntilReady,
+  pruneDeadOwners,
+  silent,
+  spawnSupervised,
+  type Log,
+} from '../util/local-process.js';
 
 const execFileAsync = promisify(execFile);
-
-type Log = (msg: string) => void;
-const silent: Log = () => {};
 
 const MARKER = '.complete.json';
 const READY_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 10_000;
-const LOG_TAIL_LINES = 30;
 /** Cold builds take minutes on two cores; a hung toolchain still fails in the end. */
 const BUILD_TIMEOUT_MS = 45 * 60_000;
 
@@ -303,28 +296,6 @@ async function makeWritable(dir: string): Promise<void> {
   }
 }
 
-/** Asks the OS for free loopback ports; all listeners stay open until all are picked, so they differ. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => {
-      const server = createServer();
-      return new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(0, '127.0.0.1', () => resolve(server));
-      });
-    }),
-  );
-  const ports = servers.map((server) => {
-    const address = server.address();
-    if (address === null || typeof address === 'string') {
-      throw new LocalJaegerError('could not pick a free port');
-    }
-    return address.port;
-  });
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
-}
-
 /** Fills the `${env:NAME:-default}` placeholders of jaeger/config.yaml from `values`. */
 function renderConfig(template: string, values: Record<string, string>): string {
   return template.replace(/\$\{env:([A-Z0-9_]+)(?::-([^}]*))?\}/g, (whole, name: string, def) => {
@@ -333,41 +304,6 @@ function renderConfig(template: string, values: Record<string, string>): string 
       throw new LocalJaegerError(`jaeger/config.yaml: no value for ${whole}`);
     return value;
   });
-}
-
-async function tail(file: string, lines = LOG_TAIL_LINES): Promise<string> {
-  try {
-    return (await readFile(file, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-/**
- * Removes the entries of `dir` whose name carries (as `pattern`'s first group) the pid of a Node
- * process that has exited: run directories, and builds interrupted midway. A live owner keeps its own.
- */
-async function pruneDeadOwners(dir: string, pattern: RegExp): Promise<void> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const pid = Number(pattern.exec(name)?.[1]);
-    if (!Number.isInteger(pid) || pid === process.pid || isAlive(pid)) continue;
-    await rm(path.join(dir, name), { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 let runCounter = 0;
@@ -388,7 +324,7 @@ export async function startLocalJaeger(opts: LocalJaegerOptions = {}): Promise<L
   const logFile = path.join(runDir, 'jaeger.log');
   const configFile = path.join(runDir, 'config.yaml');
 
-  const free = await freePorts(4);
+  const free = await freePorts(4, (message) => new LocalJaegerError(message));
   const pick = (given: number | undefined, i: number): number => given ?? free[i]!;
   const otlpHttpPort = pick(opts.otlpHttpPort, 0);
   const otlpGrpcPort = pick(opts.otlpGrpcPort, 1);
@@ -408,57 +344,26 @@ export async function startLocalJaeger(opts: LocalJaegerOptions = {}): Promise<L
     }),
   );
 
-  const logHandle = await open(logFile, 'a');
   const spawnedAt = Date.now();
-  let child: ChildProcess;
-  try {
-    child = spawn(binary, ['--config', configFile], {
-      cwd: runDir,
-      stdio: ['ignore', logHandle.fd, logHandle.fd],
-    });
-  } finally {
-    await logHandle.close(); // the child holds its own copy of the descriptor
-  }
-
   // Never leave Jaeger holding ports behind when Node exits without calling stop().
-  const killOnExit = (): void => {
-    child.kill('SIGKILL');
-  };
-  process.on('exit', killOnExit);
-  let hasExited = false;
-  const exited = new Promise<number | null>((resolve) => {
-    child.once('exit', (code) => resolve(code));
-    child.once('error', () => resolve(-1));
-  }).then((code) => {
-    hasExited = true;
-    process.off('exit', killOnExit);
-    return code;
+  const jaeger = await spawnSupervised(binary, ['--config', configFile], {
+    cwd: runDir,
+    logFile,
+    name: 'Jaeger',
+    graceMs: STOP_GRACE_MS,
+    log,
   });
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
-    (stopping ??= (async () => {
-      if (hasExited) return;
-      child.kill('SIGTERM');
-      const timer = sleep(STOP_GRACE_MS, 'timeout' as const, { ref: false });
-      if ((await Promise.race([exited, timer])) === 'timeout') {
-        log(`Jaeger did not stop within ${STOP_GRACE_MS / 1000} s; killing it`);
-        child.kill('SIGKILL');
-        await exited;
-      }
-    })());
 
   const otlpHttpEndpoint = `http://127.0.0.1:${otlpHttpPort}`;
   const queryUrl = `http://127.0.0.1:${queryPort}`;
   try {
-    await waitUntilReady(otlpHttpEndpoint, queryUrl, () => hasExited, logFile);
+    await waitUntilReady(otlpHttpEndpoint, queryUrl, jaeger.hasExited, logFile);
   } catch (err) {
-    child.kill('SIGKILL');
-    await exited;
+    await jaeger.kill();
     throw err;
   }
   log(
-    `Jaeger ready in ${((Date.now() - spawnedAt) / 1000).toFixed(1)} s: OTLP/HTTP ${otlpHttpEndpoint}, query ${queryUrl} (pid ${child.pid}, log ${logFile})`,
+    `Jaeger ready in ${((Date.now() - spawnedAt) / 1000).toFixed(1)} s: OTLP/HTTP ${otlpHttpEndpoint}, query ${queryUrl} (pid ${jaeger.pid}, log ${logFile})`,
   );
   return {
     otlpHttpEndpoint,
@@ -466,9 +371,9 @@ export async function startLocalJaeger(opts: LocalJaegerOptions = {}): Promise<L
     queryUrl,
     runDir,
     logFile,
-    pid: child.pid!,
-    exited,
-    stop,
+    pid: jaeger.pid!,
+    exited: jaeger.exited,
+    stop: jaeger.stop,
   };
 }
 
@@ -482,16 +387,10 @@ async function waitUntilReady(
   hasExited: () => boolean,
   logFile: string,
 ): Promise<void> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    if (hasExited()) {
-      throw new LocalJaegerError(
-        `Jaeger failed to start; last lines of ${logFile}:\n${await tail(logFile)}`,
-        { logFile },
-      );
-    }
-    try {
+  await pollUntilReady({
+    name: 'Jaeger',
+    probe: async () => {
+      // A throw (not listening yet) is kept as the last error.
       const services = await fetch(`${queryUrl}/api/v3/services`, {
         signal: AbortSignal.timeout(2_000),
       });
@@ -503,18 +402,15 @@ async function waitUntilReady(
         signal: AbortSignal.timeout(2_000),
       });
       await otlp.body?.cancel();
-      if (services.ok && otlp.ok) return;
-      lastError = new Error(`query ${services.status}, OTLP ${otlp.status}`);
-    } catch (err) {
-      lastError = err; // not listening yet
-    }
-    await sleep(100);
-  }
-  throw new LocalJaegerError(
-    `Jaeger not ready after ${READY_TIMEOUT_MS / 1000} s; last lines of ${logFile}:\n${await tail(logFile)}`,
-    { logFile },
-    lastError,
-  );
+      if (services.ok && otlp.ok) return true;
+      throw new Error(`query ${services.status}, OTLP ${otlp.status}`);
+    },
+    hasExited,
+    logFile,
+    timeoutMs: READY_TIMEOUT_MS,
+    intervalMs: 100,
+    makeError: (message, details, cause) => new LocalJaegerError(message, details, cause),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

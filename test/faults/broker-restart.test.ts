@@ -7,9 +7,10 @@
  * The test runs its own broker, so stopping it disturbs no other test.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startLocalBroker, type LocalBroker } from '../../src/kafka/local-broker.js';
 import { uniqueTopic } from '../integration/helpers/kafka.js';
+import { useCleanups } from './helpers/cleanups.js';
 import { collectFigures, expectGuarantee } from './helpers/guarantees.js';
 import { fixedPorts } from './helpers/ports.js';
 import {
@@ -19,13 +20,7 @@ import {
   TopicWatcher,
   uncommittedRecords,
 } from './helpers/streams.js';
-import {
-  DELIVERY_MODES,
-  killWorkers,
-  startWorker,
-  warnings,
-  workerEnv,
-} from './helpers/worker-process.js';
+import { DELIVERY_MODES, startWorker, warnings, workerEnv } from './helpers/worker-process.js';
 
 /** Requests produced before the broker stops, and as many again once it is back. */
 const HALF = 10_000;
@@ -39,10 +34,7 @@ const DOWN_MS = 10_000;
 const log = (msg: string): void => console.error(`[fault broker] ${msg}`);
 
 let broker: LocalBroker | undefined;
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  await killWorkers();
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+const cleanups = useCleanups(async () => {
   await broker?.stop();
   broker = undefined;
 });

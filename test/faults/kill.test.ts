@@ -2,7 +2,8 @@
  * Fault 1: the worker process is killed with SIGKILL in the middle of a stream (no drain, no
  * commit, open transactions left as they are) and a new process takes over in the same group.
  */
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
+import { useCleanups } from './helpers/cleanups.js';
 import { collectFigures, expectGuarantee } from './helpers/guarantees.js';
 import {
   createFaultTopics,
@@ -13,7 +14,6 @@ import {
 } from './helpers/streams.js';
 import {
   DELIVERY_MODES,
-  killWorkers,
   startWorker,
   workerEnv,
   type WorkerProcess,
@@ -26,11 +26,7 @@ const PARTITIONS = 4;
 /** Requests per second offered while the worker runs: slower than it answers, so it is never done early. */
 const RATE = 2_500;
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  await killWorkers();
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups = useCleanups();
 
 describe.each(DELIVERY_MODES)('kill -9 (%s)', (mode) => {
   it('a worker killed mid-stream is replaced by a new process in its group: nothing lost', async () => {

@@ -4,17 +4,12 @@
  * while requests keep arriving; A answers the rest.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { uniqueTopic } from '../integration/helpers/kafka.js';
+import { useCleanups } from './helpers/cleanups.js';
 import { collectFigures, expectGuarantee } from './helpers/guarantees.js';
 import { createFaultTopics, RequestProducer, TopicWatcher } from './helpers/streams.js';
-import {
-  DELIVERY_MODES,
-  killWorkers,
-  startWorker,
-  workerEnv,
-  type LogLine,
-} from './helpers/worker-process.js';
+import { DELIVERY_MODES, startWorker, workerEnv, type LogLine } from './helpers/worker-process.js';
 
 const brokers = inject('kafkaBrokers');
 const PARTITIONS = 4;
@@ -25,11 +20,7 @@ const MAX_REQUESTS = 60_000;
 const B_WORKS_MS = 3000;
 const STREAM_AFTER_B_MS = 3000;
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  await killWorkers();
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const cleanups = useCleanups();
 
 const assigned = (line: LogLine): boolean =>
   line.msg === 'partitions assigned' &&
