@@ -45,6 +45,20 @@ export const modelCardSchema = z.strictObject({
   metrics: z.looseObject({
     heldOutAccuracy: z.number().min(0).max(1),
   }),
+  /**
+   * Only on a weight-quantised variant (scripts/quantize.ts): the weights.bin values are stored
+   * as `dtype` (the tfjs manifest's `quantization`; tfjs dequantises to float32 on load), made
+   * from model `sourceModel` version `sourceVersion`. Sizes are weights.bin bytes of each.
+   */
+  quantization: z
+    .strictObject({
+      dtype: z.enum(['float16', 'uint8']),
+      sourceModel: z.string().min(1),
+      sourceVersion: z.string().regex(/^[0-9]+$/),
+      weightBytes: z.number().int().nonnegative(),
+      sourceWeightBytes: z.number().int().nonnegative(),
+    })
+    .optional(),
   createdAt: z.iso.datetime({ offset: true }),
   /** Every model file (model.json, weight shards; not the card itself) → lower-case sha256 hex. */
   files: z
