@@ -4,6 +4,7 @@ import { loadConfig, requireBrokers, type StreamscoreConfig } from '../config/in
 import { isStreamscoreError } from '../errors.js';
 import { createKafka, ensureTopics } from '../kafka/kafkajs.js';
 import { startService } from '../service.js';
+import { registerModelCommands } from './models.js';
 import { createLogger } from '../telemetry/logger.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -133,6 +134,8 @@ export function buildProgram(): Command {
         fail(err);
       }
     });
+
+  registerModelCommands(program);
 
   return program;
 }

@@ -41,27 +41,37 @@ export function sha256Hex(bytes: Uint8Array): string {
 }
 
 /**
- * The directory of model `name` at `version` under `repositoryRoot`; 'latest' is the highest
- * numeric version directory. Throws `MODEL_NOT_FOUND` when there is none.
+ * The model names in the repository: its sub-directories (but hidden ones), sorted. Throws
+ * `MODEL_NOT_FOUND` when `repositoryRoot` does not exist.
  */
-export async function resolveModelDir(
-  repositoryRoot: string,
-  name: string,
-  version: string | 'latest',
-): Promise<string> {
+export async function listModelNames(repositoryRoot: string): Promise<string[]> {
+  let entries: import('node:fs').Dirent[];
+  try {
+    entries = await readdir(repositoryRoot, { withFileTypes: true });
+  } catch (err) {
+    if (isNotFound(err)) {
+      throw new StreamscoreError('MODEL_NOT_FOUND', `no model repository at ${repositoryRoot}`, {
+        cause: err,
+        details: { repository: repositoryRoot },
+      });
+    }
+    throw err;
+  }
+  return entries
+    .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
+    .map((e) => e.name)
+    .sort();
+}
+
+/**
+ * The version directories of model `name`, oldest first (numeric order, so `latest` is the last).
+ * Throws `MODEL_NOT_FOUND` for an invalid name or a model that is not in the repository.
+ */
+export async function listModelVersions(repositoryRoot: string, name: string): Promise<string[]> {
   if (name === '' || name === '.' || name === '..' || /[/\\]/.test(name)) {
     throw new StreamscoreError('MODEL_NOT_FOUND', `invalid model name "${name}"`, {
       details: { model: name },
     });
-  }
-  if (version !== 'latest' && !/^[0-9]+$/.test(version)) {
-    throw new StreamscoreError(
-      'MODEL_NOT_FOUND',
-      `model version must be a number or "latest", got "${version}"`,
-      {
-        details: { model: name, version },
-      },
-    );
   }
   const modelRoot = path.join(repositoryRoot, name);
   let entries: import('node:fs').Dirent[];
@@ -76,11 +86,35 @@ export async function resolveModelDir(
     }
     throw err;
   }
-  const versions = entries
-    .filter((e) => e.isDirectory() && /^[0-9]+$/.test(e.name))
-    .map((e) => e.name)
-    // Numeric, not lexical: 10 is newer than 9. BigInt so any length of digits compares right.
-    .sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0));
+  return (
+    entries
+      .filter((e) => e.isDirectory() && /^[0-9]+$/.test(e.name))
+      .map((e) => e.name)
+      // Numeric, not lexical: 10 is newer than 9. BigInt so any length of digits compares right.
+      .sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0))
+  );
+}
+
+/**
+ * The directory of model `name` at `version` under `repositoryRoot`; 'latest' is the highest
+ * numeric version directory. Throws `MODEL_NOT_FOUND` when there is none.
+ */
+export async function resolveModelDir(
+  repositoryRoot: string,
+  name: string,
+  version: string | 'latest',
+): Promise<string> {
+  if (version !== 'latest' && !/^[0-9]+$/.test(version)) {
+    throw new StreamscoreError(
+      'MODEL_NOT_FOUND',
+      `model version must be a number or "latest", got "${version}"`,
+      {
+        details: { model: name, version },
+      },
+    );
+  }
+  const modelRoot = path.join(repositoryRoot, name);
+  const versions = await listModelVersions(repositoryRoot, name);
   const chosen =
     version === 'latest' ? versions.at(-1) : versions.find((v) => BigInt(v) === BigInt(version));
   if (chosen === undefined) {
@@ -95,7 +129,8 @@ export async function resolveModelDir(
   return path.join(modelRoot, chosen);
 }
 
-async function readCard(dir: string): Promise<ModelCard> {
+/** Read and validate `card.json` in a version directory (no checksums: `loadModel` checks those). */
+export async function readModelCard(dir: string): Promise<ModelCard> {
   const file = path.join(dir, CARD_JSON);
   let text: string;
   try {
@@ -246,7 +281,7 @@ function declaredTensors(tf: typeof tfjs, model: TfjsModel) {
 export async function loadModel(dir: string, options: LoadModelOptions): Promise<TfjsModelRunner> {
   const { tf, backend, log } = options;
   const started = performance.now();
-  const card = await readCard(dir);
+  const card = await readModelCard(dir);
   const verified = await readVerified(dir, card);
 
   const handler = fileSystemLoader(dir, {
