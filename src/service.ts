@@ -11,7 +11,9 @@ import { checkTopics, createKafka, KafkajsSink, KafkajsSource } from './kafka/ka
 import { autotuneBatchSize } from './model/autotune.js';
 import { selectBackend } from './model/backend.js';
 import { startReplicaPool } from './model/replica-pool.js';
+import { ModelReloader, type ReloadResult } from './model/reloader.js';
 import { loadModel, resolveModelDir } from './model/repository.js';
+import { SwappableModel } from './model/swappable.js';
 import type { ModelRunner } from './model/types.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
@@ -28,7 +30,10 @@ const PACKAGE_VERSION = (
 
 export interface Service {
   worker: InferenceWorker;
-  model: ModelRunner;
+  /** The model being served: a SwappableModel, so a new version can be swapped in. */
+  model: SwappableModel;
+  /** Hot swap (model.version: latest): POST /models/reload and the folder watch; else null. */
+  reloader: ModelReloader | null;
   /** What GET /readyz answers (model warm, partitions assigned, connected, not stopping). */
   readiness: Readiness;
   /** The /healthz, /readyz and /metrics server; null with http.enabled: false. */
@@ -48,6 +53,8 @@ interface Observability {
   sdk: MetricsSdk;
   readiness: Readiness;
   http: HttpServer | null;
+  /** Sets what POST /models/reload does once the worker runs. */
+  setReload(reload: (() => Promise<ReloadResult>) | null, pinned?: string): void;
   close(): Promise<void>;
 }
 
@@ -67,6 +74,8 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
     else if (state.checks.stopping) log.info({ failing: state.failing }, 'not ready: stopping');
     else log.warn({ failing: state.failing, checks: state.checks }, 'not ready');
   });
+  let reload: (() => Promise<ReloadResult>) | null = null;
+  let reloadUnavailable = 'the model is still loading';
   let http: HttpServer | null = null;
   try {
     if (config.http.enabled) {
@@ -75,6 +84,11 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
         port: config.http.port,
         readiness,
         metrics: sdk.scrape,
+        reload: async () => {
+          if (!reload) return { status: 409, body: { error: reloadUnavailable } };
+          const result = await reload();
+          return { status: result.outcome === 'refused' ? 422 : 200, body: result };
+        },
         log,
       });
     }
@@ -86,7 +100,15 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
     sdk,
     readiness,
     http,
+    setReload(next, pinned) {
+      reload = next;
+      if (pinned !== undefined) {
+        reloadUnavailable = `model.version is pinned to ${pinned}; reload follows only "latest"`;
+      }
+    },
     async close() {
+      reload = null;
+      reloadUnavailable = 'the worker is stopping';
       await http?.close();
       await sdk.shutdown();
     },
@@ -108,6 +130,10 @@ export async function startService(
     throw err;
   }
   const { readiness, http } = observability;
+  observability.setReload(
+    service.reloader ? () => service.reloader!.reload('http') : null,
+    service.reloader ? undefined : config.model.version,
+  );
   let stopped: Promise<StopReport> | null = null;
   return {
     ...service,
@@ -115,6 +141,7 @@ export async function startService(
     http,
     stop() {
       readiness.stopping();
+      observability.setReload(null);
       // /healthz keeps answering while the worker drains; the final OTLP push comes last.
       stopped ??= service.stop().finally(() => observability.close());
       return stopped;
@@ -132,10 +159,14 @@ async function startWorker(
     config.model.name,
     config.model.version,
   );
-  const model = await startModel(config, modelDir, log);
+  const initial = await startModel(config, modelDir, log);
+  const model = new SwappableModel(initial, {
+    onDisposeError: (err, info) =>
+      log.warn({ err, model: info.name, version: info.version }, 'disposing an old model failed'),
+  });
   const ready = (async () => {
-    const batchSize = await chooseBatchSize(config, model, log);
-    await model.warmUp([1, batchSize]);
+    const batchSize = await chooseBatchSize(config, initial, log);
+    await initial.warmUp([1, batchSize]);
     readiness.modelWarmed();
     const kafka = createKafka(config.kafka, log);
     await checkTopics(kafka, [
@@ -220,12 +251,33 @@ async function startWorker(
   metrics.registerInFlight(() => worker.inFlight);
   await worker.start();
 
+  const reloader =
+    config.model.version === 'latest'
+      ? new ModelReloader({
+          repository: path.resolve(config.model.repository),
+          name: config.model.name,
+          version: path.basename(modelDir),
+          model,
+          log,
+          prepare: (dir) => prepareVersion(config, dir, batchSize, log),
+          onResult: (result) => {
+            if (result.outcome !== 'unchanged')
+              metrics.modelSwap(result.outcome, result.error?.code);
+          },
+        })
+      : null;
+  if (reloader && config.model.watch) reloader.watch();
+
   let stopped: Promise<StopReport> | null = null;
   return {
     worker,
     model,
+    reloader,
     stop() {
-      stopped ??= worker.stop().finally(async () => {
+      stopped ??= (async () => {
+        await reloader?.close();
+        return worker.stop();
+      })().finally(async () => {
         await model.dispose();
         await tracing?.shutdown();
       });
@@ -253,6 +305,33 @@ async function startModel(
   }
   const selected = await selectBackend(config.model.backend, log);
   return loadModel(modelDir, { tf: selected.tf, backend: selected.backend, log });
+}
+
+/**
+ * A new version for a hot swap, loaded and warmed as at start: batch-size autotune (logged) and
+ * warm-up batches. The batcher's limit stays `batchSize`, the one chosen at start.
+ */
+async function prepareVersion(
+  config: StreamscoreConfig,
+  dir: string,
+  batchSize: number,
+  log: Logger,
+): Promise<ModelRunner> {
+  const runner = await startModel(config, dir, log);
+  try {
+    const tuned = await chooseBatchSize(config, runner, log);
+    if (tuned !== batchSize) {
+      log.info(
+        { batchSize, autotuned: tuned, dir },
+        'batch size limit stays as chosen at start until the worker restarts',
+      );
+    }
+    await runner.warmUp([...new Set([1, tuned, batchSize])]);
+    return runner;
+  } catch (err) {
+    await runner.dispose();
+    throw err;
+  }
 }
 
 /** The autotuned batch size, or maxBatchSize when autotune is off. Logged either way. */

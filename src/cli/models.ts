@@ -17,6 +17,7 @@ import { loadConfig } from '../config/index.js';
 import { isStreamscoreError } from '../errors.js';
 import { selectBackend, type SelectedBackend } from '../model/backend.js';
 import type { ModelCard, TensorCard } from '../model/card.js';
+import type { ReloadResult } from '../model/reloader.js';
 import {
   listModelNames,
   listModelVersions,
@@ -396,11 +397,63 @@ export async function modelsVerify(
   }
 }
 
-/** Adds `models list | inspect | verify` to `program`; each sets `process.exitCode`. */
+/** Default address of a local worker's HTTP server (http.port's default). */
+export const DEFAULT_WORKER_URL = 'http://127.0.0.1:9464';
+
+/**
+ * `models reload`: asks a running worker (POST <url>/models/reload) to look for a newer version
+ * and hot-swap it in. Exit 0: swapped or unchanged; 1: refused, or the worker could not be asked.
+ */
+export async function modelsReload(
+  flags: { url?: string; json?: boolean },
+  io: ModelsIo,
+): Promise<number> {
+  const url = `${(flags.url ?? DEFAULT_WORKER_URL).replace(/\/+$/, '')}/models/reload`;
+  let status: number;
+  let body: Record<string, unknown>;
+  try {
+    const response = await fetch(url, { method: 'POST' });
+    status = response.status;
+    const text = await response.text();
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      body = { error: text.trim() };
+    }
+  } catch (err) {
+    const cause = (err as { cause?: { message?: string } }).cause?.message;
+    io.stderr(
+      `streamscore: cannot reach the worker at ${url}: ${cause ?? (err as Error).message}\n`,
+    );
+    return 1;
+  }
+  if (flags.json) {
+    io.stdout(JSON.stringify({ status, ...body }, null, 2) + '\n');
+  } else if (typeof body.outcome === 'string') {
+    const r = body as unknown as ReloadResult;
+    const waiting = r.waiting?.length ? ` (waiting for card.json in ${r.waiting.join(', ')})` : '';
+    if (r.outcome === 'swapped') {
+      io.stdout(`swapped: ${r.model} ${r.previous} -> ${r.current} in ${r.ms} ms${waiting}\n`);
+    } else if (r.outcome === 'unchanged') {
+      io.stdout(`unchanged: ${r.model} ${r.current} is the latest complete version${waiting}\n`);
+    } else {
+      io.stdout(
+        `refused: ${r.model} ${r.candidate}: ${r.error?.code}: ${oneLine(r.error?.message ?? '')}; ${r.current} keeps serving\n`,
+      );
+    }
+  } else {
+    io.stderr(`streamscore: ${url} answered ${status}: ${String(body.error ?? '')}\n`);
+  }
+  return status === 200 && body.outcome !== 'refused' ? 0 : 1;
+}
+
+/** Adds `models list | inspect | verify | reload` to `program`; each sets `process.exitCode`. */
 export function registerModelCommands(program: Command, io: ModelsIo = processIo): Command {
   const models = program
     .command('models')
-    .description('list, inspect and verify the models in the model repository (read-only)');
+    .description(
+      'list, inspect and verify the models in the model repository; reload a running worker',
+    );
   const common = (command: Command) =>
     command
       .option('-c, --config <file>', 'YAML or JSON configuration file (also STREAMSCORE_CONFIG)')
@@ -432,6 +485,17 @@ export function registerModelCommands(program: Command, io: ModelsIo = processIo
     )
     .action(async (name: string | undefined, version: string | undefined, flags: ModelsFlags) => {
       process.exitCode = await modelsVerify(name, version, flags, io);
+    });
+
+  models
+    .command('reload')
+    .description(
+      'ask a running worker (POST /models/reload) to hot-swap in the newest version; prints the outcome',
+    )
+    .option('-u, --url <url>', "the worker's HTTP server", DEFAULT_WORKER_URL)
+    .option('--json', 'print machine-readable JSON')
+    .action(async (flags: { url?: string; json?: boolean }) => {
+      process.exitCode = await modelsReload(flags, io);
     });
   return models;
 }

@@ -133,6 +133,12 @@ export const configSchema = z
           .regex(/^(latest|\d+)$/, 'expected "latest" or a version number')
           .default('latest')
           .describe('"latest" (highest numeric version) or a pinned version.'),
+        watch: z
+          .boolean()
+          .default(true)
+          .describe(
+            'With version "latest": watch <repository>/<name>/ and hot-swap a new version in once it is loaded and warm (POST /models/reload asks too). false: only POST /models/reload.',
+          ),
         replicas: z
           .union([z.literal('auto'), z.number().int().min(0).max(64)], {
             error: 'expected "auto" or a whole number from 0 to 64',

@@ -4,6 +4,7 @@
  *   GET /healthz  200 while the process is alive (liveness)
  *   GET /readyz   200 when ready (model warm, partitions assigned, connected), else 503; JSON body
  *   GET /metrics  Prometheus text of every metric (the OpenTelemetry Prometheus exporter)
+ *   POST /models/reload  look for a newer model version and hot-swap it in (see ModelReloader)
  *
  * HEAD works wherever GET does. Anything else is 404, or 405 for another method.
  */
@@ -20,6 +21,8 @@ export interface HttpServerOptions {
   readiness: Readiness;
   /** Answers GET /metrics; without it /metrics is 404. */
   metrics?: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
+  /** Answers POST /models/reload: status and JSON body. Without it the path is 404. */
+  reload?: (() => Promise<{ status: number; body: unknown }>) | undefined;
   log: Logger;
 }
 
@@ -53,6 +56,27 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
     const path = (request.url ?? '/').split('?')[0];
     const head = request.method === 'HEAD';
+    if (path === '/models/reload' && options.reload) {
+      if (request.method !== 'POST') {
+        response.setHeader('allow', 'POST');
+        sendJson(response, 405, { error: `method not allowed: ${request.method}` }, head);
+        return;
+      }
+      request.resume();
+      options.reload().then(
+        ({ status, body }) => sendJson(response, status, body, false),
+        (err: unknown) => {
+          log.error({ err }, 'model reload failed');
+          sendJson(
+            response,
+            500,
+            { error: err instanceof Error ? err.message : String(err) },
+            false,
+          );
+        },
+      );
+      return;
+    }
     const known = path === '/healthz' || path === '/readyz' || (path === '/metrics' && !!metrics);
     if (!known) {
       sendJson(response, 404, { error: `not found: ${path}` }, head);

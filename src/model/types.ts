@@ -30,6 +30,15 @@ export interface PackedBatch {
 /** Outputs of one batch, keyed by output name, each `size * exampleSize` values. */
 export type BatchOutputs = Record<string, Float32Array>;
 
+/**
+ * One runner pinned for one batch (a hot-swappable model): every predict of the batch, narrowing
+ * included, goes to `model`, and its results are labelled with `model.info`. Release it once.
+ */
+export interface ModelLease {
+  readonly model: ModelRunner;
+  release(): void;
+}
+
 /** The model edge: the worker core only ever sees this, never tfjs. */
 export interface ModelRunner {
   readonly info: ModelInfo;
@@ -37,4 +46,6 @@ export interface ModelRunner {
   readonly concurrency?: number;
   predict(batch: PackedBatch): Promise<BatchOutputs>;
   dispose(): Promise<void>;
+  /** Optional: pins the runner for one batch (see ModelLease); without it the runner is itself. */
+  lease?(): ModelLease;
 }

@@ -35,6 +35,7 @@ export class WorkerMetrics {
   private readonly waitMs: Histogram;
   private readonly reread: Counter;
   private readonly sendRetries: Counter;
+  private readonly swaps: Counter;
 
   readonly snapshot = {
     received: 0,
@@ -84,6 +85,15 @@ export class WorkerMetrics {
     this.sendRetries = meter.createCounter('streamscore.send.retries', {
       description: 'Produce attempts that failed and were retried',
     });
+    this.swaps = meter.createCounter('streamscore.model.swaps', {
+      description:
+        'New model versions swapped in (outcome=swapped) or refused (outcome=refused, with code)',
+    });
+  }
+
+  /** A hot swap: a new version swapped in, or refused (with its error code). */
+  modelSwap(outcome: 'swapped' | 'refused', code?: string): void {
+    this.swaps.add(1, code === undefined ? { outcome } : { outcome, code });
   }
 
   /** Exports the running model and backend as an info-style gauge (value 1). */

@@ -11,7 +11,7 @@ import type {
   TopicPartition,
   TransactionalSink,
 } from '../kafka/types.js';
-import type { ModelRunner } from '../model/types.js';
+import type { ModelInfo, ModelRunner } from '../model/types.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
 import { WorkerMetrics } from '../telemetry/metrics.js';
 import type { RequestTracing } from '../telemetry/tracing.js';
@@ -518,7 +518,20 @@ export class InferenceWorker {
   private async score(
     batch: PendingRequest[],
   ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
-    const { info } = this.model;
+    // A hot-swappable model pins one version for the whole batch: its predicts and its labels.
+    const lease = this.model.lease?.();
+    try {
+      return await this.scoreOn(lease?.model ?? this.model, batch);
+    } finally {
+      lease?.release();
+    }
+  }
+
+  private async scoreOn(
+    model: ModelRunner,
+    batch: PendingRequest[],
+  ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
+    const { info } = model;
     const startedAt = this.clock.now();
     const answered: PendingRequest[] = [];
     const out = Object.assign([] as OutboundRecord[], { answered });
@@ -529,7 +542,7 @@ export class InferenceWorker {
       batch.map((p) => p.receivedAt),
     );
     const { outputs, outcomes } = await predictNarrowing(
-      this.model,
+      model,
       batch,
       (items) => packBatch(items, info.inputs),
       {
@@ -558,7 +571,7 @@ export class InferenceWorker {
         const scored = outcome
           ? resultFor(outcome.outputs, outcome.index, outcome.size, info)
           : resultFor(outputs!, i, batch.length, info);
-        out.push(this.resultRecord(pending, scored, inferredAt));
+        out.push(this.resultRecord(pending, scored, inferredAt, info));
         answered.push(pending);
       } catch (err) {
         const error = asStreamscoreError(err, 'ENCODE_FAILED');
@@ -572,8 +585,8 @@ export class InferenceWorker {
     pending: PendingRequest,
     scored: Pick<InferenceResult, 'outputs' | 'label' | 'labelIndex' | 'score'>,
     inferredAt: number,
+    info: ModelInfo,
   ): OutboundRecord {
-    const { info } = this.model;
     const result: InferenceResult = {
       id: pending.request.id,
       model: info.name,
