@@ -88,7 +88,11 @@ function minLength(schema: z.ZodArray): number {
 }
 
 function valueAt(config: unknown, keyPath: string[]): unknown {
-  return keyPath.reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
+  // Below a null section (model.canary: null) every key's default is that null.
+  return keyPath.reduce<unknown>(
+    (node, part) => (node === null ? null : (node as Record<string, unknown>)[part]),
+    config,
+  );
 }
 
 /** One table cell: on one line, with `|` escaped and `<…>` shown as text rather than HTML. */
@@ -141,14 +145,35 @@ function exampleYaml(keys: ConfigKey[], defaults: unknown): string {
     '# STREAMSCORE_* environment variables override what this file sets; command-line flags override both.',
   ];
   let section = '';
+  let subsection = '';
   for (const key of keys) {
     const [head, ...rest] = key.path;
-    if (head === undefined || rest.length !== 1) {
+    if (head === undefined || rest.length < 1 || rest.length > 2) {
       throw new Error(`config-docs: expected section.key, got "${key.key}"`);
     }
     if (head !== section) {
       lines.push('', `${head}:`);
       section = head;
+    }
+    if (rest.length === 2) {
+      // A nullable sub-section (model.canary): at its default null it is one line, its keys
+      // described in comments; otherwise its keys are nested under it.
+      const parent = valueAt(defaults, [head, rest[0]!]);
+      if (parent === null) {
+        if (subsection !== key.path.slice(0, 2).join('.')) {
+          subsection = key.path.slice(0, 2).join('.');
+          lines.push(`  # ${rest[0]}: null, or an object with:`);
+          const children = keys.filter((k) => k.key.startsWith(`${subsection}.`));
+          for (const child of children) {
+            lines.push(
+              `  #   ${child.path[2]}: ${(child.schema.description ?? describeType(child.schema)).replace(/\s*\n\s*/g, ' ')}`,
+            );
+          }
+          lines.push(`  ${rest[0]}: null`);
+        }
+        continue;
+      }
+      throw new Error(`config-docs: non-null sub-section defaults are not supported: ${key.key}`);
     }
     const example = EXAMPLE_VALUES[key.key];
     lines.push(

@@ -13,8 +13,10 @@ import { selectBackend } from './model/backend.js';
 import { startReplicaPool } from './model/replica-pool.js';
 import { ModelReloader, type ReloadResult } from './model/reloader.js';
 import { loadModel, resolveModelDir } from './model/repository.js';
+import { CanaryRouter } from './model/canary.js';
 import { SwappableModel } from './model/swappable.js';
 import type { ModelRunner } from './model/types.js';
+import { asStreamscoreError, StreamscoreError } from './errors.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
 import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
@@ -159,7 +161,9 @@ async function startWorker(
     config.model.name,
     config.model.version,
   );
+  const canaryDir = config.model.canary ? await resolveCanaryDir(config) : null;
   const initial = await startModel(config, modelDir, log);
+  let canary = null as ModelRunner | null;
   const model = new SwappableModel(initial, {
     onDisposeError: (err, info) =>
       log.warn({ err, model: info.name, version: info.version }, 'disposing an old model failed'),
@@ -167,6 +171,7 @@ async function startWorker(
   const ready = (async () => {
     const batchSize = await chooseBatchSize(config, initial, log);
     await initial.warmUp([1, batchSize]);
+    if (canaryDir) canary = await startCanary(config, canaryDir, initial, batchSize, log);
     readiness.modelWarmed();
     const kafka = createKafka(config.kafka, log);
     await checkTopics(kafka, [
@@ -204,6 +209,7 @@ async function startWorker(
     started = await ready;
   } catch (err) {
     await model.dispose();
+    await canary?.dispose();
     throw err;
   }
 
@@ -227,6 +233,10 @@ async function startWorker(
     onFatal,
     transactions,
     tracing: tracing ? new RequestTracing(tracing.tracer, config.kafka.groupId) : undefined,
+    canary:
+      canary && config.model.canary
+        ? { model: canary, router: new CanaryRouter(config.model.canary.fraction) }
+        : undefined,
     options: {
       resultTopic: config.topics.results,
       deadLetterTopic: config.topics.deadLetter,
@@ -279,11 +289,69 @@ async function startWorker(
         return worker.stop();
       })().finally(async () => {
         await model.dispose();
+        await canary?.dispose();
         await tracing?.shutdown();
       });
       return stopped;
     },
   };
+}
+
+/** model.canary's version folder; a missing one is a configuration error naming the key. */
+async function resolveCanaryDir(config: StreamscoreConfig): Promise<string> {
+  const { repository, name, canary } = config.model;
+  try {
+    return await resolveModelDir(path.resolve(repository), name, canary!.version);
+  } catch (err) {
+    const error = asStreamscoreError(err, 'MODEL_NOT_FOUND');
+    throw new StreamscoreError(
+      'CONFIG_INVALID',
+      `model.canary.version "${canary!.version}": ${error.message}`,
+      { cause: err, details: { key: 'model.canary.version', ...error.details } },
+    );
+  }
+}
+
+/**
+ * The canary candidate, loaded (checksums) and warmed like the stable version, with the same
+ * inputs and outputs. It is fixed: no watch, no swap. Any failure stops the start as a
+ * configuration error naming model.canary.version and the file, never a silent 100 % stable.
+ */
+async function startCanary(
+  config: StreamscoreConfig,
+  dir: string,
+  stable: ModelRunner,
+  batchSize: number,
+  log: Logger,
+): Promise<ModelRunner> {
+  const { version, fraction } = config.model.canary!;
+  let runner: WarmableRunner | null = null;
+  try {
+    runner = await startModel(config, dir, log);
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    if (
+      !same(runner.info.inputs, stable.info.inputs) ||
+      !same(runner.info.outputs, stable.info.outputs)
+    ) {
+      throw new StreamscoreError(
+        'MODEL_INVALID',
+        `its inputs/outputs differ from version ${stable.info.version}'s`,
+        { details: { file: 'card.json' } },
+      );
+    }
+    await runner.warmUp([1, batchSize]);
+    log.info({ model: runner.info.name, version, fraction, dir }, 'canary version loaded and warm');
+    return runner;
+  } catch (err) {
+    await runner?.dispose();
+    const error = asStreamscoreError(err, 'MODEL_INVALID');
+    const file = typeof error.details.file === 'string' ? path.join(dir, error.details.file) : dir;
+    throw new StreamscoreError(
+      'CONFIG_INVALID',
+      `model.canary.version "${version}": ${file} could not be served as the canary (${error.code}: ${error.message})`,
+      { cause: err, details: { key: 'model.canary.version', file, code: error.code } },
+    );
+  }
 }
 
 type WarmableRunner = ModelRunner & { warmUp(batchSizes: readonly number[]): Promise<void> };

@@ -147,6 +147,26 @@ export const configSchema = z
           .describe(
             'Model replicas, each in its own worker thread, so inference never blocks Kafka I/O. auto: one per core but one (at least 1). 0: run the model on the main thread.',
           ),
+        canary: z
+          .object({
+            version: z
+              .string()
+              .regex(/^\d+$/, 'expected a version number')
+              .describe('version number (a folder under <name>/)'),
+            fraction: z
+              .number()
+              .min(0)
+              .max(1)
+              .describe(
+                'model.canary (default null, no canary) is { version, fraction }: the candidate version of the same model, loaded and warmed at start, scores the share `fraction` of record keys (by a stable key hash); all other keys get model.version.',
+              ),
+          })
+          .strict()
+          .nullable()
+          .default(null)
+          .describe(
+            'Canary by key hash: also load this version and score the keys whose stable hash (FNV-1a 32 + fmix32 of the key bytes → [0,1); no key: the request id) is below fraction with it, all others with model.version. null: no canary. A canary that fails to load stops the start.',
+          ),
         backend: z
           .enum(backendPreferences)
           .default('auto')

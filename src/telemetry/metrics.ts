@@ -36,6 +36,7 @@ export class WorkerMetrics {
   private readonly reread: Counter;
   private readonly sendRetries: Counter;
   private readonly swaps: Counter;
+  private readonly modelRequestsCounter: Counter;
 
   readonly snapshot = {
     received: 0,
@@ -89,6 +90,15 @@ export class WorkerMetrics {
       description:
         'New model versions swapped in (outcome=swapped) or refused (outcome=refused, with code)',
     });
+    this.modelRequestsCounter = meter.createCounter('streamscore.model.requests', {
+      description:
+        'Requests scored, by model version and role (stable, or canary with model.canary set)',
+    });
+  }
+
+  /** Requests handed to the model, by the version that scores them and its role (model.canary). */
+  modelRequests(version: string, role: 'stable' | 'canary', count: number): void {
+    this.modelRequestsCounter.add(count, { version, role });
   }
 
   /** A hot swap: a new version swapped in, or refused (with its error code). */

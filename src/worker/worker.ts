@@ -11,6 +11,7 @@ import type {
   TopicPartition,
   TransactionalSink,
 } from '../kafka/types.js';
+import type { CanaryRole, CanaryRouter } from '../model/canary.js';
 import type { ModelInfo, ModelRunner } from '../model/types.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
 import { WorkerMetrics } from '../telemetry/metrics.js';
@@ -65,6 +66,8 @@ export interface WorkerDeps {
   transactions?: TransactionalSink | undefined;
   /** Spans per request (telemetry.otlpEndpoint set); none are made without it. */
   tracing?: RequestTracing | undefined;
+  /** model.canary: requests whose key routes to 'canary' are scored by `model` here instead. */
+  canary?: { model: ModelRunner; router: CanaryRouter } | undefined;
 }
 
 /** A request that decoded and fits the model, waiting for its batch. */
@@ -113,6 +116,7 @@ export class InferenceWorker {
   private readonly onFatal: ((error: Error) => void) | undefined;
   private readonly transactions: TransactionalDelivery<PendingRequest> | null;
   private readonly tracing: RequestTracing | undefined;
+  private readonly canary: WorkerDeps['canary'];
 
   constructor(deps: WorkerDeps) {
     this.source = deps.source;
@@ -125,6 +129,7 @@ export class InferenceWorker {
     this.metrics = deps.metrics ?? new WorkerMetrics();
     this.onFatal = deps.onFatal;
     this.tracing = deps.tracing;
+    this.canary = deps.canary;
     this.transactions = deps.transactions
       ? new TransactionalDelivery<PendingRequest>({
           source: this.source,
@@ -518,10 +523,35 @@ export class InferenceWorker {
   private async score(
     batch: PendingRequest[],
   ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
+    const { canary } = this;
+    if (!canary) return this.scoreLeased(this.model, 'stable', batch);
+    // Canary: split by key route, score both parts (each on its own runner), merge in batch order.
+    const roles = batch.map((p) => canary.router.route(p.record.key, p.request.id));
+    const stable = batch.filter((_, i) => roles[i] === 'stable');
+    const candidate = batch.filter((_, i) => roles[i] === 'canary');
+    const none = Object.assign([] as OutboundRecord[], { answered: [] as PendingRequest[] });
+    const [outStable, outCanary] = await Promise.all([
+      stable.length > 0 ? this.scoreLeased(this.model, 'stable', stable) : none,
+      candidate.length > 0 ? this.scoreLeased(canary.model, 'canary', candidate) : none,
+    ]);
+    const answered = new Set([...outStable.answered, ...outCanary.answered]);
+    let s = 0;
+    let c = 0;
+    const out = roles.map((role) => (role === 'canary' ? outCanary[c++]! : outStable[s++]!));
+    return Object.assign(out, { answered: batch.filter((p) => answered.has(p)) });
+  }
+
+  private async scoreLeased(
+    runner: ModelRunner,
+    role: CanaryRole,
+    batch: PendingRequest[],
+  ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
     // A hot-swappable model pins one version for the whole batch: its predicts and its labels.
-    const lease = this.model.lease?.();
+    const lease = runner.lease?.();
     try {
-      return await this.scoreOn(lease?.model ?? this.model, batch);
+      const model = lease?.model ?? runner;
+      this.metrics.modelRequests(model.info.version, role, batch.length);
+      return await this.scoreOn(model, batch);
     } finally {
       lease?.release();
     }
