@@ -6,17 +6,16 @@
  * dead-letter topic with the code its kind calls for, every good request must be answered, and
  * the one worker process must keep running throughout: poison never costs a crash or a restart.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import avro from 'avsc';
 import { Partitioners } from 'kafkajs';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { AvroCodec } from '../../src/codec/avro.js';
 import { loadDigitsDataset } from '../../src/model/digits-data.js';
 import { HEADER } from '../../src/worker/headers.js';
 import { createTopics, readAll, testKafka, uniqueTopic } from '../integration/helpers/kafka.js';
-import { REPO_ROOT } from '../model/helpers.js';
 import { countFigures, reportFigures } from './figures.js';
+import { useCleanups } from './helpers/cleanups.js';
+import { startWorker, workerEnv } from './helpers/worker-process.js';
 
 const brokers = inject('kafkaBrokers');
 const codec = new AvroCodec();
@@ -149,53 +148,8 @@ function generate(seed: number): Produced[] {
   return records;
 }
 
-interface WorkerProcess {
-  child: ChildProcess;
-  logs: Record<string, unknown>[];
-  exits: { code: number | null; signal: NodeJS.Signals | null }[];
-  stderr: () => string;
-}
-
-function startWorker(env: Record<string, string>): Promise<WorkerProcess> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', path.join(REPO_ROOT, 'src/cli/main.ts'), 'run'],
-    {
-      cwd: REPO_ROOT,
-      // Any free port for /healthz, /readyz and /metrics, not the 9464 another worker may hold.
-      env: { ...process.env, STREAMSCORE_HTTP_PORT: '0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  const logs: Record<string, unknown>[] = [];
-  const exits: WorkerProcess['exits'] = [];
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const worker = { child, logs, exits, stderr: () => stderr };
-  return new Promise((resolve, reject) => {
-    child.once('exit', (code, signal) => {
-      exits.push({ code, signal });
-      reject(new Error(`worker exited (${code ?? signal}) before starting: ${stderr}`));
-    });
-    let buffered = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        logs.push(entry);
-        if (entry.msg === 'worker started') resolve(worker);
-      }
-    });
-  });
-}
-
 describe('fault 4: poison records', () => {
-  const running: ChildProcess[] = [];
-  afterAll(() => {
-    for (const child of running) if (child.exitCode === null) child.kill('SIGKILL');
-  });
+  useCleanups();
 
   it('dead-letters every poison record with its code, answers every good one, and never restarts', async () => {
     const topics = {
@@ -213,17 +167,17 @@ describe('fault 4: poison records', () => {
     );
     expect(expected.size).toBe(POISON);
 
-    const worker = await startWorker({
-      STREAMSCORE_KAFKA_BROKERS: brokers.join(','),
-      STREAMSCORE_KAFKA_GROUP_ID: uniqueTopic('poison-group'),
-      STREAMSCORE_TOPICS_REQUESTS: topics.requests,
-      STREAMSCORE_TOPICS_RESULTS: topics.results,
-      STREAMSCORE_TOPICS_DEAD_LETTER: topics.deadLetter,
-      STREAMSCORE_LIMITS_MAX_PAYLOAD_BYTES: String(MAX_PAYLOAD_BYTES),
-      STREAMSCORE_LOG_LEVEL: 'info',
-    });
-    running.push(worker.child);
-    const pid = worker.child.pid;
+    const worker = await startWorker(
+      'poison',
+      workerEnv({
+        brokers,
+        groupId: uniqueTopic('poison-group'),
+        ...topics,
+        mode: 'at-least-once',
+        extra: { STREAMSCORE_LIMITS_MAX_PAYLOAD_BYTES: String(MAX_PAYLOAD_BYTES) },
+      }),
+    );
+    const pid = worker.pid;
 
     const producer = testKafka(brokers).producer({
       createPartitioner: Partitioners.DefaultPartitioner,
@@ -244,8 +198,7 @@ describe('fault 4: poison records', () => {
     });
 
     // The same process served the whole stream and is still serving.
-    expect(worker.exits, worker.stderr()).toEqual([]);
-    expect(worker.child.exitCode).toBeNull();
+    expect(worker.alive(), worker.describe()).toBe(true);
     expect(worker.child.pid).toBe(pid);
     expect(worker.logs.filter((l) => l.msg === 'worker started')).toHaveLength(1);
     // No error or fatal of its own (kafkajs's own log lines aside).
@@ -270,7 +223,7 @@ describe('fault 4: poison records', () => {
     reportFigures('poison records (streamscore run, 4 partitions)', figures, {
       poison: POISON,
       deadLetteredByCode: byCode,
-      workerRestarts: worker.exits.length,
+      workerRestarts: worker.alive() ? 0 : 1,
     });
 
     // Every good request answered, and nothing else.
@@ -290,8 +243,6 @@ describe('fault 4: poison records', () => {
     expect(new Set(letterKeys)).toEqual(new Set(expected.keys()));
     expect(figures).toMatchObject({ lost: 0, duplicates: 0, answered: GOOD, deadLettered: POISON });
 
-    worker.child.kill('SIGTERM');
-    await new Promise((resolve) => worker.child.once('exit', resolve));
-    expect(worker.exits).toEqual([{ code: 0, signal: null }]);
+    expect(await worker.stop()).toEqual({ code: 0, signal: null });
   });
 });

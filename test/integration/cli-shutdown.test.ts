@@ -2,58 +2,20 @@
  * The worker as operators run it: `streamscore run` in its own process, configured only through
  * STREAMSCORE_* variables, stopped with SIGTERM in the middle of a stream and started again.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import { Partitioners } from 'kafkajs';
-import { describe, expect, inject, it } from 'vitest';
+import { afterEach, describe, expect, inject, it } from 'vitest';
 import { AvroCodec } from '../../src/codec/avro.js';
 import { loadDigitsDataset } from '../../src/model/digits-data.js';
-import { REPO_ROOT } from '../model/helpers.js';
+import { killWorkers, startWorker } from '../faults/helpers/worker-process.js';
 import { createTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
 
 const brokers = inject('kafkaBrokers');
 const codec = new AvroCodec();
 const TOTAL = 6000;
 
-interface RunningWorker {
-  child: ChildProcess;
-  logs: Record<string, unknown>[];
-  exited: Promise<number | null>;
-}
-
-function startWorker(env: Record<string, string>): Promise<RunningWorker> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', path.join(REPO_ROOT, 'src/cli/main.ts'), 'run'],
-    {
-      cwd: REPO_ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  const logs: Record<string, unknown>[] = [];
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    void exited.then((code) =>
-      reject(new Error(`worker exited (${code}) before joining: ${stderr}`)),
-    );
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const lines = buffered.split('\n');
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        logs.push(entry);
-        if (entry.msg === 'worker started') resolve({ child, logs, exited });
-      }
-    });
-  });
-}
-
 describe('streamscore run', () => {
+  afterEach(killWorkers);
+
   it('drains on SIGTERM, exits 0, and a restart answers the rest: nothing lost', async () => {
     const topics = {
       requests: uniqueTopic('cli-requests'),
@@ -71,11 +33,9 @@ describe('streamscore run', () => {
       STREAMSCORE_TOPICS_RESULTS: topics.results,
       STREAMSCORE_TOPICS_DEAD_LETTER: topics.deadLetter,
       STREAMSCORE_LOG_LEVEL: 'info',
-      // Any free port for /healthz, /readyz and /metrics, not the 9464 another worker may hold.
-      STREAMSCORE_HTTP_PORT: '0',
     };
 
-    const first = await startWorker(env);
+    const first = await startWorker('first', env);
     const { heldOut } = loadDigitsDataset();
     const producer = testKafka(brokers).producer({
       createPartitioner: Partitioners.DefaultPartitioner,
@@ -102,19 +62,18 @@ describe('streamscore run', () => {
     // Stop the worker while requests are still arriving.
     await send(0, 1000);
     await readAll(brokers, topics.results, { expected: 200, timeoutMs: 60_000 });
-    first.child.kill('SIGTERM');
+    first.kill('SIGTERM');
     for (let i = 1000; i < TOTAL; i += 1000) await send(i, i + 1000);
-    expect(await first.exited).toBe(0);
+    expect(await first.exited).toEqual({ code: 0, signal: null });
     const stopped = first.logs.find((l) => String(l.msg).startsWith('worker stopped'));
     expect(stopped).toMatchObject({ drained: true, unanswered: 0 });
     const answeredByFirst = Number(stopped!.produced);
     expect(answeredByFirst).toBeGreaterThan(0);
     expect(answeredByFirst).toBeLessThan(TOTAL);
 
-    const second = await startWorker(env);
+    const second = await startWorker('second', env);
     const results = await readAll(brokers, topics.results, { expected: TOTAL, timeoutMs: 120_000 });
-    second.child.kill('SIGTERM');
-    expect(await second.exited).toBe(0);
+    expect(await second.stop()).toEqual({ code: 0, signal: null });
     await producer.disconnect();
 
     const ids = new Set(results.map((m) => codec.decodeResult(m.value!).id));
