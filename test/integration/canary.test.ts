@@ -6,7 +6,6 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cp } from 'node:fs/promises';
 import { Partitioners } from 'kafkajs';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { AvroCodec } from '../../src/codec/avro.js';
@@ -16,7 +15,7 @@ import { loadDigitsDataset } from '../../src/model/digits-data.js';
 import { startService, type Service } from '../../src/service.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { HEADER } from '../../src/worker/headers.js';
-import { copyDigitsModel, tempDir } from '../model/helpers.js';
+import { tempDir, writeDigitsVersion } from '../model/helpers.js';
 import { createTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
 
 const brokers = inject('kafkaBrokers');
@@ -28,14 +27,8 @@ const FRACTION = 0.1;
 /** <repository>/digits/1 and /2: the digits model twice, card.json saying each version. */
 async function repositoryWithTwoVersions(): Promise<{ dir: string; remove: () => Promise<void> }> {
   const temp = await tempDir('canary');
-  const v1 = await copyDigitsModel(temp.dir);
-  const v2 = path.join(temp.dir, 'digits', '2');
-  await cp(v1, v2, { recursive: true });
-  const card = JSON.parse(await readFile(path.join(v2, 'card.json'), 'utf8')) as {
-    version: string;
-  };
-  card.version = '2';
-  await writeFile(path.join(v2, 'card.json'), JSON.stringify(card, null, 2));
+  await writeDigitsVersion(temp.dir, '1');
+  await writeDigitsVersion(temp.dir, '2');
   return temp;
 }
 

@@ -4,7 +4,6 @@
  * dropping readiness; a corrupted version is refused and the old one keeps serving; 20 swaps in a
  * row leave tensors and RSS flat.
  */
-import { cp, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -18,7 +17,7 @@ import type { ReloadResult } from '../../src/model/reloader.js';
 import { startService, type Service } from '../../src/service.js';
 import { createLogger, silentLogger } from '../../src/telemetry/logger.js';
 import { HEADER } from '../../src/worker/headers.js';
-import { DIGITS_DIR, tempDir } from '../model/helpers.js';
+import { tempDir, writeDigitsVersion } from '../model/helpers.js';
 import { createTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
 
 const brokers = inject('kafkaBrokers');
@@ -32,30 +31,6 @@ async function until(what: string, check: () => boolean | Promise<boolean>, time
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(25);
   }
-}
-
-/** Copies models/digits/1 to <repository>/digits/<version>, card.json (saying `version`) last. */
-async function writeVersion(
-  repository: string,
-  version: string,
-  corrupt?: (weights: Buffer) => void,
-): Promise<string> {
-  const target = path.join(repository, 'digits', version);
-  await cp(DIGITS_DIR, target, {
-    recursive: true,
-    filter: (src) => path.basename(src) !== 'card.json',
-  });
-  if (corrupt) {
-    const weights = await readFile(path.join(target, 'weights.bin'));
-    corrupt(weights);
-    await writeFile(path.join(target, 'weights.bin'), weights);
-  }
-  const card = JSON.parse(await readFile(path.join(DIGITS_DIR, 'card.json'), 'utf8')) as {
-    version: string;
-  };
-  card.version = version;
-  await writeFile(path.join(target, 'card.json'), JSON.stringify(card, null, 2));
-  return target;
 }
 
 /** A pino logger whose lines are kept, parsed, for assertions. */
@@ -106,7 +81,7 @@ describe('hot swap of model versions', () => {
   it('swaps version 2 in under steady load: none lost, versions in order, /readyz 200 throughout', async () => {
     const { dir: repository, remove } = await tempDir('hot-swap');
     cleanups.push(remove);
-    await writeVersion(repository, '1');
+    await writeDigitsVersion(repository, '1');
     const topics = {
       requests: uniqueTopic('swap-requests'),
       results: uniqueTopic('swap-results'),
@@ -169,7 +144,7 @@ describe('hot swap of model versions', () => {
 
     await sleep(1500);
     const swapStarted = Date.now();
-    await writeVersion(repository, '2');
+    await writeDigitsVersion(repository, '2');
     await until('version 2 swapped in', () => service.model.info.version === '2');
     const swapMs = Date.now() - swapStarted;
     // The old replica pool is disposed once its last batch is done.
@@ -224,7 +199,7 @@ describe('hot swap of model versions', () => {
   it('refuses a corrupted version 3 naming the file; version 2 keeps serving', async () => {
     const { service, topics, repository, lines } = shared;
     const url = service.http!.url;
-    const dir3 = await writeVersion(repository, '3', (weights) => {
+    const dir3 = await writeDigitsVersion(repository, '3', (weights) => {
       weights[100] = weights[100]! ^ 0xff;
     });
     const file = path.join(dir3, 'weights.bin');
@@ -269,7 +244,7 @@ describe('hot swap of model versions', () => {
     const gc = runInNewContext('gc') as () => void;
     const { dir: repository, remove } = await tempDir('hot-swap-leak');
     cleanups.push(remove);
-    await writeVersion(repository, '1');
+    await writeDigitsVersion(repository, '1');
     const topics = {
       requests: uniqueTopic('leak-requests'),
       results: uniqueTopic('leak-results'),
@@ -310,7 +285,7 @@ describe('hot swap of model versions', () => {
       return { tensors: tf.memory().numTensors, rss: process.memoryUsage().rss };
     };
     // One swap first, so lazily created state (kernels, wasm heap growth) is in the baseline.
-    await writeVersion(repository, '2');
+    await writeDigitsVersion(repository, '2');
     expect(
       ((await (await fetch(`${url}/models/reload`, { method: 'POST' })).json()) as ReloadResult)
         .outcome,
@@ -319,7 +294,7 @@ describe('hot swap of model versions', () => {
     const before = measure();
     const started = Date.now();
     for (let v = 3; v <= 22; v++) {
-      await writeVersion(repository, String(v));
+      await writeDigitsVersion(repository, String(v));
       const response = await fetch(`${url}/models/reload`, { method: 'POST' });
       const body = (await response.json()) as ReloadResult;
       expect(body).toMatchObject({ outcome: 'swapped', current: String(v) });

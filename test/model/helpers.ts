@@ -1,4 +1,4 @@
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,4 +50,31 @@ export async function loadDigitsRunner(): Promise<TfjsModelRunner> {
     backend: selected.backend,
     log: recordingLogger(),
   });
+}
+
+/**
+ * Copies models/digits/1 to <repository>/digits/<version>, card.json (saying `version`) last, so
+ * a watcher never sees a complete-looking version early. `corrupt` may alter weights.bin first.
+ */
+export async function writeDigitsVersion(
+  repository: string,
+  version: string,
+  corrupt?: (weights: Buffer) => void,
+): Promise<string> {
+  const target = path.join(repository, 'digits', version);
+  await cp(DIGITS_DIR, target, {
+    recursive: true,
+    filter: (src) => path.basename(src) !== 'card.json',
+  });
+  if (corrupt) {
+    const weights = await readFile(path.join(target, 'weights.bin'));
+    corrupt(weights);
+    await writeFile(path.join(target, 'weights.bin'), weights);
+  }
+  const card = JSON.parse(await readFile(path.join(DIGITS_DIR, 'card.json'), 'utf8')) as {
+    version: string;
+  };
+  card.version = version;
+  await writeFile(path.join(target, 'card.json'), JSON.stringify(card, null, 2));
+  return target;
 }
