@@ -15,6 +15,7 @@ import { promisify, stripVTControlCharacters } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import { StreamscoreError } from '../errors.js';
 import {
+  findPackageRoot,
   freePorts,
   LOG_TAIL_LINES,
   pollUntilReady,
@@ -79,14 +80,10 @@ export interface LocalBroker {
 
 /** The package root: the nearest folder above this module holding kafka/pom.xml (src/ and dist/ alike). */
 function findRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'kafka', 'pom.xml'))) return dir;
-    const parent = path.dirname(dir);
-    if (parent === dir)
-      throw fail('cannot find kafka/pom.xml above ' + fileURLToPath(import.meta.url));
-    dir = parent;
-  }
+  const root = findPackageRoot(import.meta.url, path.join('kafka', 'pom.xml'));
+  if (root === null)
+    throw fail('cannot find kafka/pom.xml above ' + fileURLToPath(import.meta.url));
+  return root;
 }
 
 function fail(

@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import {
+  findPackageRoot,
   freePorts,
   LOG_TAIL_LINES,
   pollUntilReady,
@@ -102,17 +103,13 @@ export interface LocalJaeger {
 
 /** The package root: the nearest folder above this module holding jaeger/build.json. */
 function findRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'jaeger', 'build.json'))) return dir;
-    const parent = path.dirname(dir);
-    if (parent === dir) {
-      throw new LocalJaegerError(
-        'cannot find jaeger/build.json above ' + fileURLToPath(import.meta.url),
-      );
-    }
-    dir = parent;
+  const root = findPackageRoot(import.meta.url, path.join('jaeger', 'build.json'));
+  if (root === null) {
+    throw new LocalJaegerError(
+      'cannot find jaeger/build.json above ' + fileURLToPath(import.meta.url),
+    );
   }
+  return root;
 }
 
 async function readSpec(root: string): Promise<{ spec: JaegerBuildSpec; sha256: string }> {

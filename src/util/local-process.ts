@@ -5,10 +5,12 @@
  * wait until the service answers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { open, readFile, readdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 
 export type Log = (msg: string) => void;
 export const silent: Log = () => {};
@@ -22,6 +24,20 @@ export type MakeError = (
   details?: Record<string, unknown>,
   cause?: unknown,
 ) => Error;
+
+/**
+ * The package root as seen from a module (src/ and dist/ alike): the nearest folder above
+ * `moduleUrl` that holds `marker` (e.g. kafka/pom.xml); null when there is none.
+ */
+export function findPackageRoot(moduleUrl: string, marker: string): string | null {
+  let dir = path.dirname(fileURLToPath(moduleUrl));
+  for (;;) {
+    if (existsSync(path.join(dir, marker))) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) return null;
+    dir = parent;
+  }
+}
 
 /** Asks the OS for free loopback ports; all listeners stay open until all are picked, so they differ. */
 export async function freePorts(count: number, makeError: MakeError): Promise<number[]> {
