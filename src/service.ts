@@ -213,7 +213,7 @@ async function startWorker(
     throw err;
   }
 
-  const tracing = startTracing(config.telemetry, log, PACKAGE_VERSION);
+  const tracing = startTracing(config.telemetry, log, PACKAGE_VERSION, sdk.meterProvider);
   const metrics = new WorkerMetrics(sdk.meter);
   const { source, sink, transactions, batchSize } = started;
   metrics.registerModelInfo(() => ({

@@ -321,6 +321,14 @@ export const configSchema = z
           .describe(
             'Share of traces recorded when otlpEndpoint is set (parent-based: a request whose producer sampled its trace is always recorded). 0 turns tracing off.',
           ),
+        traceQueueSize: z
+          .number()
+          .int()
+          .min(256)
+          .default(16384)
+          .describe(
+            'Finished spans held for export. When the receiver cannot keep up the newest spans are dropped (counted in otel_sdk_processor_span_processed_total{error_type="queue_full"}), never the records: raise it, or lower tracesSampleRatio.',
+          ),
         metricsExportIntervalMs: z
           .number()
           .int()

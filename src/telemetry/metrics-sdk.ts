@@ -36,6 +36,8 @@ export function telemetryResource(serviceName: string, version: string): Resourc
 export interface MetricsSdk {
   /** The meter the worker's instruments come from (WorkerMetrics). */
   meter: Meter;
+  /** The provider itself, for the trace SDK's own metrics (dropped spans, export queue). */
+  meterProvider: MeterProvider;
   /** Serves the Prometheus text format of every instrument of this provider (GET /metrics). */
   scrape: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   /** Whether this provider is the API's global one (the first SDK started in the process). */
@@ -102,6 +104,7 @@ export function startMetricsSdk(
   let stopped: Promise<void> | null = null;
   return {
     meter: provider.getMeter('streamscore', version),
+    meterProvider: provider,
     scrape: prometheus
       ? (request, response) => prometheus.getMetricsRequestHandler(request, response)
       : undefined,

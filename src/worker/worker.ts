@@ -653,22 +653,18 @@ export class InferenceWorker {
   ): Promise<void> {
     if (this.transactions) {
       const meta = new Map(answered?.map((p) => [p.record, p]));
+      const sent = out.map((o) => this.withinRecordLimit(o));
+      this.tracing?.sending(records, sent, this.options.resultTopic);
       this.transactions.deliver(
         records.map((record, i) => {
-          const sent = this.withinRecordLimit(out[i]!);
-          const isResult = sent?.topic === this.options.resultTopic;
-          this.tracing?.sending(record, sent, isResult);
-          return { record, out: sent, meta: isResult ? meta.get(record) : undefined };
+          const isResult = sent[i]?.topic === this.options.resultTopic;
+          return { record, out: sent[i] ?? null, meta: isResult ? meta.get(record) : undefined };
         }),
       );
       return;
     }
     const tracing = this.tracing;
-    if (tracing) {
-      records.forEach((record, i) =>
-        tracing.sending(record, out[i]!, out[i]!.topic === this.options.resultTopic),
-      );
-    }
+    tracing?.sending(records, out, this.options.resultTopic);
     try {
       await this.sender.send(out);
     } catch (err) {

@@ -3,12 +3,18 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
+  ParentBasedSampler,
   SimpleSpanProcessor,
+  TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AvroCodec } from '../../src/codec/avro.js';
 import type { InboundRecord } from '../../src/kafka/types.js';
-import { RequestTracing, SPAN_ATTRIBUTE } from '../../src/telemetry/tracing.js';
+import {
+  BatchFollowsRequests,
+  RequestTracing,
+  SPAN_ATTRIBUTE,
+} from '../../src/telemetry/tracing.js';
 import { InferenceWorker } from '../../src/worker/worker.js';
 import { FakeModel, FakeSink, FakeSource } from '../helpers/fakes.js';
 
@@ -53,7 +59,7 @@ describe('request tracing in the worker', () => {
     await provider.shutdown();
   });
 
-  it('continues the producer trace: process span per request, batch span linked to each, send span in the result headers', async () => {
+  it('continues the producer trace: process span per request, batch span and send span linked to each, request context in the result headers', async () => {
     const source = new FakeSource();
     const sink = new FakeSink();
     const worker = new InferenceWorker({
@@ -103,7 +109,6 @@ describe('request tracing in the worker', () => {
       'messaging.consumer.group.name': 'the-group',
       'messaging.message.id': 'req-0',
       [SPAN_ATTRIBUTE.outcome]: 'result',
-      [SPAN_ATTRIBUTE.batchSize]: 2,
     });
     expect(first!.attributes[SPAN_ATTRIBUTE.batchWaitMs]).toEqual(expect.any(Number));
     expect(first!.attributes[SPAN_ATTRIBUTE.inferenceMs]).toEqual(expect.any(Number));
@@ -118,19 +123,87 @@ describe('request tracing in the worker', () => {
     );
     expect(batch.attributes).toMatchObject({ [SPAN_ATTRIBUTE.model]: 'doubler' });
 
+    // One send span per batch of answers, linked to each request; the poison record's dead
+    // letter went out in a batch of its own.
     const sends = spans.filter((s) => s.name === 'send results');
-    expect(sends).toHaveLength(2);
-    const firstSend = sends.find(
-      (s) => s.parentSpanContext?.spanId === first!.spanContext().spanId,
-    )!;
-    expect(firstSend.kind).toBe(SpanKind.PRODUCER);
-    // The result carries the send span's context: downstream consumers continue the trace.
+    expect(sends).toHaveLength(1);
+    expect(sends[0]!.kind).toBe(SpanKind.PRODUCER);
+    expect(sends[0]!.attributes['messaging.batch.message_count']).toBe(2);
+    expect(sends[0]!.links.map((l) => l.context.spanId).sort()).toEqual(
+      [first!.spanContext().spanId, second!.spanContext().spanId].sort(),
+    );
+    const deadSend = spans.find((s) => s.name === 'send dead')!;
+    expect(deadSend.links.map((l) => l.context.spanId)).toEqual([poison!.spanContext().spanId]);
+    // The result carries its request's span context: downstream consumers continue the trace.
     const result = sink.to('results').find((r) => r.key?.toString() === 'k0')!;
     expect(String(result.headers['traceparent'])).toBe(
-      `00-${TRACE_ID}-${firstSend.spanContext().spanId}-01`,
+      `00-${TRACE_ID}-${first!.spanContext().spanId}-01`,
     );
     // A dead letter keeps the request's own headers.
     const dead = sink.to('dead')[0]!;
     expect(String(dead.headers['traceparent'])).toBe(`00-${TRACE_ID}-${PRODUCER_SPAN}-01`);
+  });
+
+  it('records the batch and send spans of sampled requests only, and carries unsampled contexts on', async () => {
+    const sampledExporter = new InMemorySpanExporter();
+    const sampledProvider = new BasicTracerProvider({
+      // What startTracing builds: requests follow their producer, new traces are never sampled.
+      sampler: new BatchFollowsRequests(
+        new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0) }),
+      ),
+      spanProcessors: [new SimpleSpanProcessor(sampledExporter)],
+    });
+    const source = new FakeSource();
+    const sink = new FakeSink();
+    const worker = new InferenceWorker({
+      source,
+      sink,
+      codec,
+      model: new FakeModel(),
+      tracing: new RequestTracing(sampledProvider.getTracer('test'), 'the-group'),
+      options: {
+        resultTopic: 'results',
+        deadLetterTopic: 'dead',
+        maxBatchSize: 8,
+        maxDelayMs: 1,
+        maxQueued: 1000,
+        maxPayloadBytes: 10_000,
+        commitIntervalMs: 0,
+        drainTimeoutMs: 5000,
+      },
+    });
+    await worker.start();
+    const UNSAMPLED = `00-${'1'.repeat(32)}-${'2'.repeat(16)}-00`;
+    // Two batches: one with a sampled request among unsampled ones, one with none sampled.
+    await source.deliver([
+      request(0, [1, 0, 0, 0], UNSAMPLED),
+      request(1, [0, 1, 0, 0], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`),
+      request(2, [0, 0, 1, 0]),
+    ]);
+    await until(() => source.committed('requests', 0) === '3');
+    await source.deliver([request(3, [1, 1, 0, 0], UNSAMPLED), request(4, [0, 0, 0, 1])]);
+    await until(() => source.committed('requests', 0) === '5');
+    await worker.stop();
+
+    const spans = sampledExporter.getFinishedSpans();
+    await sampledProvider.shutdown();
+    const processSpans = spans.filter((s) => s.name === 'process requests');
+    expect(processSpans).toHaveLength(1);
+    const sampledSpanId = processSpans[0]!.spanContext().spanId;
+    const batches = spans.filter((s) => s.name === 'infer doubler');
+    expect(batches).toHaveLength(1);
+    expect(batches[0]!.links.map((l) => l.context.spanId)).toEqual([sampledSpanId]);
+    const sends = spans.filter((s) => s.name === 'send results');
+    expect(sends).toHaveLength(1);
+    expect(sends[0]!.links.map((l) => l.context.spanId)).toEqual([sampledSpanId]);
+    // Every result carries a traceparent; an unsampled producer's trace stays unsampled downstream.
+    const results = sink.to('results');
+    expect(results).toHaveLength(5);
+    const k0 = results.find((r) => r.key?.toString() === 'k0')!;
+    expect(String(k0.headers['traceparent'])).toMatch(
+      new RegExp(`^00-${'1'.repeat(32)}-[0-9a-f]{16}-00$`),
+    );
+    const k1 = results.find((r) => r.key?.toString() === 'k1')!;
+    expect(String(k1.headers['traceparent'])).toBe(`00-${TRACE_ID}-${sampledSpanId}-01`);
   });
 });

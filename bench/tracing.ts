@@ -1,0 +1,274 @@
+/**
+ * `npm run bench:tracing`: what tracing costs the worker's main thread per request, by sampling
+ * ratio, side by side in one process run.
+ *
+ * Each round drives the same requests (no traceparent, so the ratio decides) through the worker's
+ * RequestTracing exactly as the worker calls it (received → identified → batch → sending →
+ * answered, batches of 128), with the production SDK set-up (`startTracing`: BatchSpanProcessor,
+ * OTLP/protobuf exporter) exporting to a receiver in a child process that reads and discards the
+ * bodies, so the receiver's CPU is not counted. "off" runs the same loop with no tracer (what the
+ * worker does without `telemetry.otlpEndpoint`). Rounds alternate the ratios; the median per ratio
+ * is reported. The full bench (`npm run bench`) measures the throughput cost at 100 % end to end.
+ *
+ * Writes bench/results/tracing-<date>-<sha>.json and tracing-latest.json.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { Command, InvalidArgumentError } from 'commander';
+import { loadConfig } from '../src/config/index.js';
+import type { InboundRecord, OutboundRecord } from '../src/kafka/types.js';
+import { silentLogger } from '../src/telemetry/logger.js';
+import { RequestTracing, startTracing } from '../src/telemetry/tracing.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BATCH = 128;
+
+interface Options {
+  requests: number;
+  rounds: number;
+  ratios: number[];
+}
+
+/** Reads the trace SDK's own counters when asked (nothing periodic). */
+class OnDemandReader extends MetricReader {
+  protected async onForceFlush(): Promise<void> {}
+  protected async onShutdown(): Promise<void> {}
+
+  /** Spans the batch processor dropped because its queue was full. */
+  async droppedSpans(): Promise<number> {
+    const { resourceMetrics } = await this.collect();
+    let dropped = 0;
+    for (const scope of resourceMetrics.scopeMetrics)
+      for (const metric of scope.metrics)
+        if (metric.descriptor.name === 'otel.sdk.processor.span.processed')
+          for (const point of metric.dataPoints)
+            if (point.attributes['error.type'] === 'queue_full') dropped += point.value as number;
+    return dropped;
+  }
+}
+
+interface RatioResult {
+  ratio: number | 'off';
+  us_per_request: number;
+  rounds_us: number[];
+  exported_bytes_per_request: number;
+  /** Spans dropped on a full export queue, over all rounds: a cost hidden by not exporting. */
+  dropped_spans: number;
+}
+
+/** An OTLP/HTTP receiver in its own process: it reads each body, counts it and answers 200. */
+async function startDiscardingReceiver(): Promise<{
+  url: string;
+  bytes: () => Promise<number>;
+  stop: () => void;
+}> {
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `let n = 0;
+       const s = require('node:http').createServer((req, res) => {
+         if (req.url === '/bytes') { res.end(String(n)); return; }
+         req.on('data', (c) => { n += c.length; });
+         req.on('end', () => { res.setHeader('content-type', 'application/x-protobuf'); res.end(); });
+       });
+       s.listen(0, '127.0.0.1', () => console.log(s.address().port));`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    child.once('exit', (code) => reject(new Error(`receiver exited with ${code}`)));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url,
+    bytes: async () => Number(await (await fetch(`${url}/bytes`)).text()),
+    stop: () => child.kill(),
+  };
+}
+
+function makeRequests(n: number): InboundRecord[] {
+  const now = Date.now();
+  return Array.from({ length: n }, (_, i) => ({
+    topic: 'requests',
+    partition: i % 4,
+    offset: String(i),
+    key: null,
+    value: Buffer.alloc(0),
+    headers: {},
+    timestamp: now,
+  }));
+}
+
+/** One pass of every request through the worker's tracing calls; returns µs per request. */
+async function drive(
+  tracing: RequestTracing | undefined,
+  requests: InboundRecord[],
+): Promise<number> {
+  const model = { name: 'bench', version: '1', backend: 'wasm' };
+  const started = performance.now();
+  for (let b = 0; b < requests.length; b += BATCH) {
+    const batch = requests.slice(b, b + BATCH);
+    const receivedAt = batch.map(() => performance.now());
+    for (const [i, record] of batch.entries()) {
+      tracing?.received(record);
+      tracing?.identified(record, `req-${b + i}`);
+    }
+    const inferred = tracing?.batch(batch, model, performance.now(), receivedAt);
+    inferred?.(performance.now());
+    const outs: OutboundRecord[] = batch.map((r) => ({
+      topic: 'results',
+      key: r.key,
+      value: Buffer.alloc(0),
+      headers: {},
+    }));
+    tracing?.sending(batch, outs, 'results');
+    for (const record of batch) tracing?.answered(record, 'result');
+    // The worker awaits between batches too: the span processor's exports get their turn.
+    await yieldToLoop();
+  }
+  return ((performance.now() - started) * 1000) / requests.length;
+}
+
+async function measure(
+  ratio: number | 'off',
+  requests: InboundRecord[],
+  receiverUrl: string,
+): Promise<{ us: number; flushedUs: number; dropped: number }> {
+  if (ratio === 'off') {
+    const us = await drive(undefined, requests);
+    return { us, flushedUs: us, dropped: 0 };
+  }
+  const reader = new OnDemandReader();
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const config = loadConfig({ env: {} }).telemetry;
+  const handle = startTracing(
+    { ...config, otlpEndpoint: receiverUrl, tracesSampleRatio: ratio },
+    silentLogger,
+    '0',
+    meterProvider,
+  )!;
+  const started = performance.now();
+  const us = await drive(new RequestTracing(handle.tracer, 'bench'), requests);
+  // Serialising and sending what the processor still holds is part of the cost.
+  await handle.shutdown();
+  const flushedUs = ((performance.now() - started) * 1000) / requests.length;
+  const dropped = await reader.droppedSpans();
+  await meterProvider.shutdown();
+  return { us, flushedUs, dropped };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+};
+
+function parseRatios(value: string): number[] {
+  return value.split(',').map((v) => {
+    const r = Number(v);
+    if (!(r > 0 && r <= 1)) throw new InvalidArgumentError(`ratios are in (0, 1]: got "${v}"`);
+    return r;
+  });
+}
+
+async function main(): Promise<void> {
+  const opts = new Command('bench:tracing')
+    .description('per-request cost of tracing on the main thread, by sampling ratio')
+    .option('--requests <n>', 'requests per round', (v) => Number.parseInt(v, 10), 100_000)
+    .option(
+      '--rounds <n>',
+      'rounds (ratios alternate within each)',
+      (v) => Number.parseInt(v, 10),
+      5,
+    )
+    .option('--ratios <list>', 'sampling ratios', parseRatios, [0.01, 0.1, 0.5, 1])
+    .parse()
+    .opts<Options>();
+
+  const receiver = await startDiscardingReceiver();
+  const requests = makeRequests(opts.requests);
+  const configs: (number | 'off')[] = ['off', ...opts.ratios];
+  const rounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
+  const bytes = new Map<number | 'off', number>(configs.map((c) => [c, 0]));
+  const dropped = new Map<number | 'off', number>(configs.map((c) => [c, 0]));
+  // One warm-up pass each so the JIT has seen every path before anything is timed.
+  for (const c of configs) await measure(c, requests.slice(0, 10_000), receiver.url);
+  for (let round = 0; round < opts.rounds; round++) {
+    for (const c of configs) {
+      const before = await receiver.bytes();
+      const result = await measure(c, requests, receiver.url);
+      dropped.set(c, dropped.get(c)! + result.dropped);
+      bytes.set(c, bytes.get(c)! + (await receiver.bytes()) - before);
+      rounds.get(c)!.push(result.flushedUs);
+    }
+  }
+  receiver.stop();
+
+  const off = median(rounds.get('off')!);
+  const results: RatioResult[] = configs.map((c) => ({
+    ratio: c,
+    us_per_request: Math.round((median(rounds.get(c)!) - (c === 'off' ? 0 : off)) * 100) / 100,
+    rounds_us: rounds.get(c)!.map((us) => Math.round(us * 100) / 100),
+    exported_bytes_per_request: Math.round(bytes.get(c)! / (opts.rounds * opts.requests)),
+    dropped_spans: dropped.get(c)!,
+  }));
+
+  // What that cost means at the throughput the full bench measured, if it has run.
+  let rps: Record<string, number> = {};
+  try {
+    const latest = JSON.parse(
+      readFileSync(path.join(root, 'bench/results/latest.json'), 'utf8'),
+    ) as { models: Record<string, { streamscore_rps: number }> };
+    rps = Object.fromEntries(
+      Object.entries(latest.models).map(([model, m]) => [model, m.streamscore_rps]),
+    );
+  } catch {
+    // no full bench yet: the share-of-a-core columns are left out
+  }
+  const header = [
+    'ratio',
+    'µs per request',
+    'bytes exported per request',
+    'spans dropped',
+    ...Object.keys(rps).map((m) => `share of a core at ${m}'s ${rps[m]}/s`),
+  ];
+  console.log(`\n| ${header.join(' | ')} |\n|${header.map(() => ' ---: ').join('|')}|`);
+  for (const r of results) {
+    const shares = Object.values(rps).map((x) =>
+      r.ratio === 'off' ? '—' : `${((r.us_per_request * x) / 1e4).toFixed(1)} %`,
+    );
+    console.log(
+      `| ${r.ratio === 'off' ? 'off (loop only)' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
+    );
+  }
+
+  const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root })
+    .toString()
+    .trim();
+  const out = {
+    kind: 'streamscore-tracing-cost',
+    commit,
+    date: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version },
+    requests_per_round: opts.requests,
+    rounds: opts.rounds,
+    batch: BATCH,
+    results,
+  };
+  const dir = path.join(root, 'bench/results');
+  const stamp = out.date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
+  writeFileSync(
+    path.join(dir, `tracing-${stamp}-${commit}.json`),
+    `${JSON.stringify(out, null, 2)}\n`,
+  );
+  writeFileSync(path.join(dir, 'tracing-latest.json'), `${JSON.stringify(out, null, 2)}\n`);
+  console.log(`\nwrote bench/results/tracing-latest.json`);
+}
+
+await main();
