@@ -148,14 +148,14 @@ function exampleYaml(keys: ConfigKey[], defaults: unknown): string {
   let subsection = '';
   for (const key of keys) {
     const [head, ...rest] = key.path;
-    if (head === undefined || rest.length < 1 || rest.length > 2) {
+    if (head === undefined || rest.length < 1 || rest.length > 3) {
       throw new Error(`config-docs: expected section.key, got "${key.key}"`);
     }
     if (head !== section) {
       lines.push('', `${head}:`);
       section = head;
     }
-    if (rest.length === 2) {
+    if (rest.length >= 2) {
       // A nullable sub-section (model.canary): at its default null it is one line, its keys
       // described in comments; otherwise its keys are nested under it.
       const parent = valueAt(defaults, [head, rest[0]!]);
@@ -166,7 +166,7 @@ function exampleYaml(keys: ConfigKey[], defaults: unknown): string {
           const children = keys.filter((k) => k.key.startsWith(`${subsection}.`));
           for (const child of children) {
             lines.push(
-              `  #   ${child.path[2]}: ${(child.schema.description ?? describeType(child.schema)).replace(/\s*\n\s*/g, ' ')}`,
+              `  #   ${child.path.slice(2).join('.')}: ${(child.schema.description ?? describeType(child.schema)).replace(/\s*\n\s*/g, ' ')}`,
             );
           }
           lines.push(`  ${rest[0]}: null`);

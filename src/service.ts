@@ -13,7 +13,7 @@ import { selectBackend } from './model/backend.js';
 import { startReplicaPool } from './model/replica-pool.js';
 import { ModelReloader, type ReloadResult } from './model/reloader.js';
 import { loadModel, resolveModelDir } from './model/repository.js';
-import { CanaryRouter } from './model/canary.js';
+import { Rollout, RolloutError, type RolloutEvent } from './model/rollout.js';
 import { SwappableModel } from './model/swappable.js';
 import type { ModelRunner } from './model/types.js';
 import { asStreamscoreError, StreamscoreError } from './errors.js';
@@ -36,6 +36,8 @@ export interface Service {
   model: SwappableModel;
   /** Hot swap (model.version: latest): POST /models/reload and the folder watch; else null. */
   reloader: ModelReloader | null;
+  /** model.canary: the candidate on trial, its routing and judge; else undefined. */
+  rollout: Rollout | undefined;
   /** What GET /readyz answers (model warm, partitions assigned, connected, not stopping). */
   readiness: Readiness;
   /** The /healthz, /readyz and /metrics server; null with http.enabled: false. */
@@ -57,6 +59,8 @@ interface Observability {
   http: HttpServer | null;
   /** Sets what POST /models/reload does once the worker runs. */
   setReload(reload: (() => Promise<ReloadResult>) | null, pinned?: string): void;
+  /** Sets the candidate POST /models/promote and /models/rollback act on. */
+  setRollout(rollout: Rollout | null): void;
   close(): Promise<void>;
 }
 
@@ -78,6 +82,16 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
   });
   let reload: (() => Promise<ReloadResult>) | null = null;
   let reloadUnavailable = 'the model is still loading';
+  let rollout: Rollout | null = null;
+  const endTrial = (end: (r: Rollout) => RolloutEvent) => async () => {
+    if (!rollout) return { status: 409, body: { error: 'no candidate: model.canary is not set' } };
+    try {
+      return { status: 200, body: end(rollout) };
+    } catch (err) {
+      if (err instanceof RolloutError) return { status: 409, body: { error: err.message } };
+      throw err;
+    }
+  };
   let http: HttpServer | null = null;
   try {
     if (config.http.enabled) {
@@ -91,6 +105,10 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
           const result = await reload();
           return { status: result.outcome === 'refused' ? 422 : 200, body: result };
         },
+        actions: {
+          '/models/promote': endTrial((r) => r.promote('http')),
+          '/models/rollback': endTrial((r) => r.rollback('manual', 'http')),
+        },
         log,
       });
     }
@@ -102,6 +120,9 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
     sdk,
     readiness,
     http,
+    setRollout(next) {
+      rollout = next;
+    },
     setReload(next, pinned) {
       reload = next;
       if (pinned !== undefined) {
@@ -110,6 +131,7 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
     },
     async close() {
       reload = null;
+      rollout = null;
       reloadUnavailable = 'the worker is stopping';
       await http?.close();
       await sdk.shutdown();
@@ -136,6 +158,7 @@ export async function startService(
     service.reloader ? () => service.reloader!.reload('http') : null,
     service.reloader ? undefined : config.model.version,
   );
+  observability.setRollout(service.rollout ?? null);
   let stopped: Promise<StopReport> | null = null;
   return {
     ...service,
@@ -144,6 +167,7 @@ export async function startService(
     stop() {
       readiness.stopping();
       observability.setReload(null);
+      observability.setRollout(null);
       // /healthz keeps answering while the worker drains; the final OTLP push comes last.
       stopped ??= service.stop().finally(() => observability.close());
       return stopped;
@@ -162,6 +186,13 @@ async function startWorker(
     config.model.version,
   );
   const canaryDir = config.model.canary ? await resolveCanaryDir(config) : null;
+  if (canaryDir !== null && path.resolve(canaryDir) === path.resolve(modelDir)) {
+    throw new StreamscoreError(
+      'CONFIG_INVALID',
+      `model.canary.version "${config.model.canary!.version}" is the version model.version ("${config.model.version}") serves; pin model.version to the stable version`,
+      { details: { key: 'model.canary.version' } },
+    );
+  }
   const initial = await startModel(config, modelDir, log);
   let canary = null as ModelRunner | null;
   const model = new SwappableModel(initial, {
@@ -178,12 +209,15 @@ async function startWorker(
       ...config.topics.requests,
       config.topics.results,
       config.topics.deadLetter,
-      ...(config.topics.failed ? [config.topics.failed] : []),
+      ...[config.topics.failed, config.topics.shadow, config.topics.events].filter(
+        (t): t is string => t !== null,
+      ),
     ]);
     const sink = new KafkajsSink(kafka, { compression: config.kafka.compression, log });
     const exactlyOnce = config.delivery.mode === 'exactly-once';
     // exactly-once produces through one transactional producer per input partition instead.
-    if (!exactlyOnce) await sink.connect();
+    // Shadow results and rollout events are sent outside transactions, through the plain sink.
+    if (!exactlyOnce || config.topics.shadow || config.topics.events) await sink.connect();
     const transactions = exactlyOnce
       ? new KafkajsTransactionalSink(kafka, {
           groupId: config.kafka.groupId,
@@ -223,6 +257,22 @@ async function startWorker(
     replicas: model.concurrency ?? 1,
   }));
   metrics.registerBatchSizeLimit(() => batchSize);
+  const trial = config.model.canary;
+  const rollout =
+    canary && trial
+      ? new Rollout({
+          candidate: canary,
+          fraction: trial.fraction,
+          shadow: trial.shadow,
+          thresholds: trial.rollback,
+          promoteAfter: trial.promoteAfter,
+          stableVersion: () => model.info.version,
+          log,
+        })
+      : undefined;
+  // Promoted: the candidate becomes the served version, as a hot swap does; the old one is
+  // disposed after its last batch. Rolled back: the candidate is disposed at stop.
+  rollout?.listen({ promoted: () => model.swap(rollout.candidate) });
   const worker = new InferenceWorker({
     source,
     sink,
@@ -233,10 +283,7 @@ async function startWorker(
     onFatal,
     transactions,
     tracing: tracing ? new RequestTracing(tracing.tracer, config.kafka.groupId) : undefined,
-    canary:
-      canary && config.model.canary
-        ? { model: canary, router: new CanaryRouter(config.model.canary.fraction) }
-        : undefined,
+    rollout,
     options: {
       resultTopic: config.topics.results,
       deadLetterTopic: config.topics.deadLetter,
@@ -251,6 +298,8 @@ async function startWorker(
       maxPayloadBytes: config.limits.maxPayloadBytes,
       commitIntervalMs: config.commit.intervalMs,
       drainTimeoutMs: config.shutdown.drainTimeoutMs,
+      shadowTopic: config.topics.shadow,
+      eventsTopic: config.topics.events,
     },
   });
   source.watch({
@@ -283,13 +332,14 @@ async function startWorker(
     worker,
     model,
     reloader,
+    rollout,
     stop() {
       stopped ??= (async () => {
         await reloader?.close();
         return worker.stop();
       })().finally(async () => {
         await model.dispose();
-        await canary?.dispose();
+        if (rollout?.state !== 'promoted') await canary?.dispose();
         await tracing?.shutdown();
       });
       return stopped;

@@ -18,6 +18,7 @@ import { isStreamscoreError } from '../errors.js';
 import { selectBackend, type SelectedBackend } from '../model/backend.js';
 import type { ModelCard, TensorCard } from '../model/card.js';
 import type { ReloadResult } from '../model/reloader.js';
+import type { RolloutEvent } from '../model/rollout.js';
 import {
   listModelNames,
   listModelVersions,
@@ -400,6 +401,60 @@ export async function modelsVerify(
 /** Default address of a local worker's HTTP server (http.port's default). */
 export const DEFAULT_WORKER_URL = 'http://127.0.0.1:9464';
 
+/** POSTs to a running worker's HTTP server; null (after saying why) when it cannot be reached. */
+async function askWorker(
+  base: string | undefined,
+  endpoint: string,
+  io: ModelsIo,
+): Promise<{ url: string; status: number; body: Record<string, unknown> } | null> {
+  const url = `${(base ?? DEFAULT_WORKER_URL).replace(/\/+$/, '')}${endpoint}`;
+  try {
+    const response = await fetch(url, { method: 'POST' });
+    const text = await response.text();
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      body = { error: text.trim() };
+    }
+    return { url, status: response.status, body };
+  } catch (err) {
+    const cause = (err as { cause?: { message?: string } }).cause?.message;
+    io.stderr(
+      `streamscore: cannot reach the worker at ${url}: ${cause ?? (err as Error).message}\n`,
+    );
+    return null;
+  }
+}
+
+/**
+ * `models promote | rollback`: ends the trial of a running worker's candidate (model.canary) by
+ * hand. Promote: the candidate serves every key; rollback: the stable version does. Exit 0 when
+ * done, 1 when there is no candidate on trial or the worker could not be asked.
+ */
+export async function modelsEndTrial(
+  action: 'promote' | 'rollback',
+  flags: { url?: string; json?: boolean },
+  io: ModelsIo,
+): Promise<number> {
+  const answer = await askWorker(flags.url, `/models/${action}`, io);
+  if (!answer) return 1;
+  const { url, status, body } = answer;
+  if (flags.json) {
+    io.stdout(JSON.stringify({ status, ...body }, null, 2) + '\n');
+  } else if (status === 200) {
+    const e = body as unknown as RolloutEvent;
+    io.stdout(
+      action === 'promote'
+        ? `promoted: ${e.model} ${e.version} now serves every key (was ${e.stableVersion})\n`
+        : `rolled back: ${e.model} ${e.version}; ${e.stableVersion} serves every key\n`,
+    );
+  } else {
+    io.stderr(`streamscore: ${url} answered ${status}: ${String(body.error ?? '')}\n`);
+  }
+  return status === 200 ? 0 : 1;
+}
+
 /**
  * `models reload`: asks a running worker (POST <url>/models/reload) to look for a newer version
  * and hot-swap it in. Exit 0: swapped or unchanged; 1: refused, or the worker could not be asked.
@@ -408,25 +463,9 @@ export async function modelsReload(
   flags: { url?: string; json?: boolean },
   io: ModelsIo,
 ): Promise<number> {
-  const url = `${(flags.url ?? DEFAULT_WORKER_URL).replace(/\/+$/, '')}/models/reload`;
-  let status: number;
-  let body: Record<string, unknown>;
-  try {
-    const response = await fetch(url, { method: 'POST' });
-    status = response.status;
-    const text = await response.text();
-    try {
-      body = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      body = { error: text.trim() };
-    }
-  } catch (err) {
-    const cause = (err as { cause?: { message?: string } }).cause?.message;
-    io.stderr(
-      `streamscore: cannot reach the worker at ${url}: ${cause ?? (err as Error).message}\n`,
-    );
-    return 1;
-  }
+  const answer = await askWorker(flags.url, '/models/reload', io);
+  if (!answer) return 1;
+  const { url, status, body } = answer;
   if (flags.json) {
     io.stdout(JSON.stringify({ status, ...body }, null, 2) + '\n');
   } else if (typeof body.outcome === 'string') {
@@ -447,7 +486,7 @@ export async function modelsReload(
   return status === 200 && body.outcome !== 'refused' ? 0 : 1;
 }
 
-/** Adds `models list | inspect | verify | reload` to `program`; each sets `process.exitCode`. */
+/** Adds `models list | inspect | verify | reload | promote | rollback` to `program`; each sets `process.exitCode`. */
 export function registerModelCommands(program: Command, io: ModelsIo = processIo): Command {
   const models = program
     .command('models')
@@ -497,5 +536,20 @@ export function registerModelCommands(program: Command, io: ModelsIo = processIo
     .action(async (flags: { url?: string; json?: boolean }) => {
       process.exitCode = await modelsReload(flags, io);
     });
+
+  for (const action of ['promote', 'rollback'] as const) {
+    models
+      .command(action)
+      .description(
+        action === 'promote'
+          ? 'make the candidate on trial (model.canary) serve every key in a running worker (POST /models/promote)'
+          : 'send every key back to the stable version in a running worker (POST /models/rollback)',
+      )
+      .option('-u, --url <url>', "the worker's HTTP server", DEFAULT_WORKER_URL)
+      .option('--json', 'print machine-readable JSON')
+      .action(async (flags: { url?: string; json?: boolean }) => {
+        process.exitCode = await modelsEndTrial(action, flags, io);
+      });
+  }
   return models;
 }

@@ -115,6 +115,18 @@ export const configSchema = z
           .describe(
             'Separate topic for the "failed" category (the model or the output step failed for that input). null: failed records go to topics.deadLetter too, told apart by the category header.',
           ),
+        shadow: topicName
+          .nullable()
+          .default(null)
+          .describe(
+            "Where the candidate's results of shadowed requests go (model.canary.shadow > 0), never to topics.results; best effort (not retried, not part of the offset commit). null: shadow results are compared and counted, not written.",
+          ),
+        events: topicName
+          .nullable()
+          .default(null)
+          .describe(
+            'Rollout events (a candidate rolled back or promoted) as JSON records, keyed by model name. null: they are logged and counted only.',
+          ),
       })
       .strict()
       .prefault({}),
@@ -158,7 +170,66 @@ export const configSchema = z
               .min(0)
               .max(1)
               .describe(
-                'model.canary (default null, no canary) is { version, fraction }: the candidate version of the same model, loaded and warmed at start, scores the share `fraction` of record keys (by a stable key hash); all other keys get model.version.',
+                'model.canary (default null, no canary) is { version, fraction, shadow, rollback, promoteAfter }: the candidate version of the same model, loaded and warmed at start, answers the share `fraction` of record keys (by a stable key hash); all other keys get model.version.',
+              ),
+            shadow: z
+              .number()
+              .min(0)
+              .max(1)
+              .default(0)
+              .describe(
+                'Share of the keys answered by model.version that the candidate also scores, for comparison only (top-1 agreement, score difference, errors, latency); its results go to topics.shadow.',
+              ),
+            rollback: z
+              .object({
+                maxErrorRate: z
+                  .number()
+                  .min(0)
+                  .max(1)
+                  .default(0.05)
+                  .describe(
+                    'Candidate requests that fail ÷ candidate requests above which it is rolled back.',
+                  ),
+                minAgreement: z
+                  .number()
+                  .min(0)
+                  .max(1)
+                  .nullable()
+                  .default(0.9)
+                  .describe(
+                    'Shadowed requests where both versions pick the same top-1 label ÷ those compared, below which the candidate is rolled back. null: not judged.',
+                  ),
+                maxLatencyRatio: z
+                  .number()
+                  .positive()
+                  .nullable()
+                  .default(3)
+                  .describe(
+                    "Candidate's mean inference time per request ÷ the stable version's, above which it is rolled back. null: not judged.",
+                  ),
+                minRequests: z
+                  .number()
+                  .int()
+                  .min(1)
+                  .default(200)
+                  .describe(
+                    'Requests the candidate must have scored (and compared, for agreement) before it is judged.',
+                  ),
+              })
+              .strict()
+              .nullable()
+              .prefault({})
+              .describe(
+                'Thresholds of the automatic rollback; null: never rolled back automatically.',
+              ),
+            promoteAfter: z
+              .number()
+              .int()
+              .min(1)
+              .nullable()
+              .default(null)
+              .describe(
+                'Promote the candidate automatically once it has scored this many requests without crossing a rollback threshold. null: only by hand (POST /models/promote, streamscore models promote).',
               ),
           })
           .strict()

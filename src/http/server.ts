@@ -5,6 +5,7 @@
  *   GET /readyz   200 when ready (model warm, partitions assigned, connected), else 503; JSON body
  *   GET /metrics  Prometheus text of every metric (the OpenTelemetry Prometheus exporter)
  *   POST /models/reload  look for a newer model version and hot-swap it in (see ModelReloader)
+ *   POST /models/promote, /models/rollback  end a candidate's trial (model.canary) by hand
  *
  * HEAD works wherever GET does. Anything else is 404, or 405 for another method.
  */
@@ -23,6 +24,8 @@ export interface HttpServerOptions {
   metrics?: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   /** Answers POST /models/reload: status and JSON body. Without it the path is 404. */
   reload?: (() => Promise<{ status: number; body: unknown }>) | undefined;
+  /** More POST endpoints by path (POST /models/promote, /models/rollback); absent paths are 404. */
+  actions?: Record<string, () => Promise<{ status: number; body: unknown }>> | undefined;
   log: Logger;
 }
 
@@ -56,17 +59,19 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
     const path = (request.url ?? '/').split('?')[0];
     const head = request.method === 'HEAD';
-    if (path === '/models/reload' && options.reload) {
+    const action =
+      path === '/models/reload' ? options.reload : path ? options.actions?.[path] : undefined;
+    if (action) {
       if (request.method !== 'POST') {
         response.setHeader('allow', 'POST');
         sendJson(response, 405, { error: `method not allowed: ${request.method}` }, head);
         return;
       }
       request.resume();
-      options.reload().then(
+      action().then(
         ({ status, body }) => sendJson(response, status, body, false),
         (err: unknown) => {
-          log.error({ err }, 'model reload failed');
+          log.error({ err, path }, 'model action failed');
           sendJson(
             response,
             500,

@@ -37,6 +37,12 @@ export class WorkerMetrics {
   private readonly sendRetries: Counter;
   private readonly swaps: Counter;
   private readonly modelRequestsCounter: Counter;
+  private readonly rolloutCompared: Counter;
+  private readonly rolloutScoreDiff: Histogram;
+  private readonly rolloutCandidateErrors: Counter;
+  private readonly rolloutPerRequestMs: Histogram;
+  private readonly rolloutEvents: Counter;
+  private readonly shadowResults: Counter;
 
   readonly snapshot = {
     received: 0,
@@ -46,6 +52,9 @@ export class WorkerMetrics {
     batches: 0,
     sendRetries: 0,
     skipped: 0,
+    rollouts: [] as { type: string; reason: string; version: string }[],
+    shadowSent: 0,
+    shadowFailed: 0,
   };
 
   constructor(meter: Meter = metrics.getMeter('streamscore')) {
@@ -92,12 +101,66 @@ export class WorkerMetrics {
     });
     this.modelRequestsCounter = meter.createCounter('streamscore.model.requests', {
       description:
-        'Requests scored, by model version and role (stable, or canary with model.canary set)',
+        'Requests scored, by model version and role (stable; canary or shadow with model.canary set)',
+    });
+    this.rolloutCompared = meter.createCounter('streamscore.rollout.compared', {
+      description:
+        'Shadowed requests scored by both versions, by whether their top-1 labels agree (agree=true|false)',
+    });
+    this.rolloutScoreDiff = meter.createHistogram('streamscore.rollout.score_diff', {
+      description:
+        'Mean absolute difference between the stable and the candidate scores of a shadowed request',
+      advice: { explicitBucketBoundaries: [1e-6, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1] },
+    });
+    this.rolloutCandidateErrors = meter.createCounter('streamscore.rollout.candidate_errors', {
+      description: 'Requests the candidate version failed to score (canary or shadow), by version',
+    });
+    this.rolloutPerRequestMs = meter.createHistogram('streamscore.rollout.inference_per_request', {
+      description:
+        'Model call duration divided by its batch size, by role (stable, candidate) while a candidate is on trial',
+      unit: 'ms',
+      advice: { explicitBucketBoundaries: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50] },
+    });
+    this.rolloutEvents = meter.createCounter('streamscore.rollout.events', {
+      description:
+        'Candidates rolled back (type=rollback) or promoted (type=promotion), by reason and version',
+    });
+    this.shadowResults = meter.createCounter('streamscore.rollout.shadow_results', {
+      description: 'Candidate results written to topics.shadow (outcome=sent|failed)',
     });
   }
 
+  /** A shadowed request was scored by both versions. */
+  compared(agree: boolean, meanAbsDiff: number): void {
+    this.rolloutCompared.add(1, { agree: String(agree) });
+    this.rolloutScoreDiff.record(meanAbsDiff);
+  }
+
+  /** The candidate could not score these requests. */
+  candidateErrors(version: string, count: number): void {
+    if (count > 0) this.rolloutCandidateErrors.add(count, { version });
+  }
+
+  /** One model call's time per request, while a candidate is on trial. */
+  trialLatency(role: 'stable' | 'candidate', msPerRequest: number): void {
+    this.rolloutPerRequestMs.record(msPerRequest, { role });
+  }
+
+  /** A rollback or promotion. */
+  rolloutEvent(type: 'rollback' | 'promotion', reason: string, version: string): void {
+    this.rolloutEvents.add(1, { type, reason, version });
+    this.snapshot.rollouts.push({ type, reason, version });
+  }
+
+  /** Shadow results acknowledged by the broker, or lost (best effort: never retried). */
+  shadow(outcome: 'sent' | 'failed', count: number): void {
+    this.shadowResults.add(count, { outcome });
+    if (outcome === 'sent') this.snapshot.shadowSent += count;
+    else this.snapshot.shadowFailed += count;
+  }
+
   /** Requests handed to the model, by the version that scores them and its role (model.canary). */
-  modelRequests(version: string, role: 'stable' | 'canary', count: number): void {
+  modelRequests(version: string, role: 'stable' | 'canary' | 'shadow', count: number): void {
     this.modelRequestsCounter.add(count, { version, role });
   }
 

@@ -11,7 +11,7 @@ import type {
   TopicPartition,
   TransactionalSink,
 } from '../kafka/types.js';
-import type { CanaryRole, CanaryRouter } from '../model/canary.js';
+import type { Rollout, RolloutEvent, Route } from '../model/rollout.js';
 import type { ModelInfo, ModelRunner } from '../model/types.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
 import { WorkerMetrics } from '../telemetry/metrics.js';
@@ -46,6 +46,10 @@ export interface WorkerOptions {
   maxPayloadBytes: number;
   commitIntervalMs: number;
   drainTimeoutMs: number;
+  /** Candidate results of shadowed requests go here (best effort); null: shadow results are dropped. */
+  shadowTopic?: string | null;
+  /** Rollbacks and promotions are written here as JSON events; null: only logged and counted. */
+  eventsTopic?: string | null;
 }
 
 export interface WorkerDeps {
@@ -66,8 +70,11 @@ export interface WorkerDeps {
   transactions?: TransactionalSink | undefined;
   /** Spans per request (telemetry.otlpEndpoint set); none are made without it. */
   tracing?: RequestTracing | undefined;
-  /** model.canary: requests whose key routes to 'canary' are scored by `model` here instead. */
-  canary?: { model: ModelRunner; router: CanaryRouter } | undefined;
+  /**
+   * model.canary: a candidate on trial. Keys routed to 'canary' are answered by it; keys routed to
+   * 'shadow' are answered by `model` and also scored by it for comparison.
+   */
+  rollout?: Rollout | undefined;
 }
 
 /** A request that decoded and fits the model, waiting for its batch. */
@@ -116,7 +123,7 @@ export class InferenceWorker {
   private readonly onFatal: ((error: Error) => void) | undefined;
   private readonly transactions: TransactionalDelivery<PendingRequest> | null;
   private readonly tracing: RequestTracing | undefined;
-  private readonly canary: WorkerDeps['canary'];
+  private readonly rollout: Rollout | undefined;
 
   constructor(deps: WorkerDeps) {
     this.source = deps.source;
@@ -129,7 +136,11 @@ export class InferenceWorker {
     this.metrics = deps.metrics ?? new WorkerMetrics();
     this.onFatal = deps.onFatal;
     this.tracing = deps.tracing;
-    this.canary = deps.canary;
+    this.rollout = deps.rollout;
+    this.rollout?.listen({
+      rolledBack: (event) => this.rolloutEnded(event),
+      promoted: (event) => this.rolloutEnded(event),
+    });
     this.transactions = deps.transactions
       ? new TransactionalDelivery<PendingRequest>({
           source: this.source,
@@ -520,51 +531,156 @@ export class InferenceWorker {
    * Results (or dead letters) for a batch, in the batch's order. A batch the model fails on is
    * narrowed to the records it fails for (narrow.ts); only those are dead-lettered.
    */
-  private async score(
-    batch: PendingRequest[],
-  ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
-    const { canary } = this;
-    if (!canary) return this.scoreLeased(this.model, 'stable', batch);
-    // Canary: split by key route, score both parts (each on its own runner), merge in batch order.
-    const roles = batch.map((p) => canary.router.route(p.record.key, p.request.id));
-    const stable = batch.filter((_, i) => roles[i] === 'stable');
-    const candidate = batch.filter((_, i) => roles[i] === 'canary');
-    const none = Object.assign([] as OutboundRecord[], { answered: [] as PendingRequest[] });
-    const [outStable, outCanary] = await Promise.all([
-      stable.length > 0 ? this.scoreLeased(this.model, 'stable', stable) : none,
-      candidate.length > 0 ? this.scoreLeased(canary.model, 'canary', candidate) : none,
+  private async score(batch: PendingRequest[]): Promise<Scored> {
+    const { rollout } = this;
+    if (!rollout || rollout.state !== 'trial') {
+      return this.scoreLeased(this.model, batch, { stable: batch.length });
+    }
+    // On trial: the stable version scores 'stable' and 'shadow' keys, the candidate 'canary' and
+    // 'shadow' keys; each key is answered by one version, a shadowed key by the stable one.
+    const routes = batch.map((p) => rollout.route(p.record.key, p.request.id));
+    const stable = batch.filter((_, i) => routes[i] !== 'canary');
+    const candidate = batch.filter((_, i) => routes[i] !== 'stable');
+    const shadowed = new Set(batch.filter((_, i) => routes[i] === 'shadow'));
+    const [outStable, outCandidate] = await Promise.all([
+      stable.length > 0
+        ? this.scoreLeased(this.model, stable, { stable: stable.length })
+        : noScores(),
+      candidate.length > 0
+        ? this.scoreLeased(
+            rollout.candidate,
+            candidate,
+            { canary: candidate.length - shadowed.size, shadow: shadowed.size },
+            shadowed,
+          )
+        : noScores(),
     ]);
-    const answered = new Set([...outStable.answered, ...outCanary.answered]);
+    this.judgeTrial(rollout, { stable, outStable }, { candidate, outCandidate, shadowed });
+    // Answers in batch order: canary keys from the candidate, all others from the stable version.
     let s = 0;
     let c = 0;
-    const out = roles.map((role) => (role === 'canary' ? outCanary[c++]! : outStable[s++]!));
-    return Object.assign(out, { answered: batch.filter((p) => answered.has(p)) });
+    const out = routes.map((route) => (route === 'canary' ? outCandidate[c++]! : outStable[s++]!));
+    const answered = new Set([...outStable.answered, ...outCandidate.answered]);
+    return Object.assign(out, {
+      answered: batch.filter((p) => answered.has(p)),
+      scored: [],
+      shadow: [],
+      msPerRequest: 0,
+    });
   }
 
+  /** Feeds a trial batch to the judge and the agreement metrics, and sends the shadow results. */
+  private judgeTrial(
+    rollout: Rollout,
+    { stable, outStable }: { stable: PendingRequest[]; outStable: Scored },
+    {
+      candidate,
+      outCandidate,
+      shadowed,
+    }: { candidate: PendingRequest[]; outCandidate: Scored; shadowed: Set<PendingRequest> },
+  ): void {
+    if (candidate.length > 0) {
+      const failed = outCandidate.scored.filter((x) => x === null).length;
+      rollout.candidateScored(candidate.length, failed, outCandidate.msPerRequest);
+      this.metrics.candidateErrors(rollout.candidate.info.version, failed);
+      this.metrics.trialLatency('candidate', outCandidate.msPerRequest);
+    }
+    if (stable.length > 0) {
+      rollout.stableScored(stable.length, outStable.msPerRequest);
+      this.metrics.trialLatency('stable', outStable.msPerRequest);
+    }
+    if (shadowed.size > 0) {
+      const stableIndex = new Map(stable.map((p, i) => [p, i]));
+      candidate.forEach((p, i) => {
+        if (!shadowed.has(p)) return;
+        const mine = outCandidate.scored[i];
+        const theirs = outStable.scored[stableIndex.get(p)!];
+        if (!mine || !theirs) return;
+        const diff = meanAbsDiff(theirs.outputs[0]?.data, mine.outputs[0]?.data);
+        const agree = theirs.labelIndex === mine.labelIndex;
+        rollout.compared(agree, diff);
+        this.metrics.compared(agree, diff);
+      });
+    }
+    if (outCandidate.shadow.length > 0) this.sendBestEffort(outCandidate.shadow, 'shadow');
+    rollout.judge();
+  }
+
+  /** Shadow results and rollout events: never retried, never holding up offsets. */
+  private sendBestEffort(records: OutboundRecord[], what: 'shadow' | 'event'): void {
+    this.track(
+      this.sink.send(records).then(
+        () => {
+          if (what === 'shadow') this.metrics.shadow('sent', records.length);
+        },
+        (err: unknown) => {
+          if (what === 'shadow') this.metrics.shadow('failed', records.length);
+          this.log.warn({ err, records: records.length }, `${what} records could not be sent`);
+        },
+      ),
+    );
+  }
+
+  private rolloutEnded(event: RolloutEvent): void {
+    this.metrics.rolloutEvent(
+      event.type === 'rollback' ? 'rollback' : 'promotion',
+      event.reason,
+      event.version,
+    );
+    if (!this.options.eventsTopic) return;
+    this.sendBestEffort(
+      [
+        {
+          topic: this.options.eventsTopic,
+          key: Buffer.from(event.model),
+          value: Buffer.from(JSON.stringify(event)),
+          headers: { 'content-type': 'application/json', 'streamscore.event': event.type },
+        },
+      ],
+      'event',
+    );
+  }
+
+  /** Scores on one leased version; `roles` counts the requests per role for the metrics. */
   private async scoreLeased(
     runner: ModelRunner,
-    role: CanaryRole,
     batch: PendingRequest[],
-  ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
+    roles: Partial<Record<Route, number>>,
+    shadowed?: ReadonlySet<PendingRequest>,
+  ): Promise<Scored> {
     // A hot-swappable model pins one version for the whole batch: its predicts and its labels.
     const lease = runner.lease?.();
     try {
       const model = lease?.model ?? runner;
-      this.metrics.modelRequests(model.info.version, role, batch.length);
-      return await this.scoreOn(model, batch);
+      for (const [role, count] of Object.entries(roles)) {
+        if (count > 0) this.metrics.modelRequests(model.info.version, role as Route, count);
+      }
+      return await this.scoreOn(model, batch, shadowed);
     } finally {
       lease?.release();
     }
   }
 
+  /**
+   * Scores a batch on one version. Requests in `shadowed` are only compared, never answered: their
+   * failures are not dead-lettered and their results go to `shadow` (topics.shadow), not `out`.
+   */
   private async scoreOn(
     model: ModelRunner,
     batch: PendingRequest[],
-  ): Promise<OutboundRecord[] & { answered: PendingRequest[] }> {
+    shadowed?: ReadonlySet<PendingRequest>,
+  ): Promise<Scored> {
     const { info } = model;
     const startedAt = this.clock.now();
     const answered: PendingRequest[] = [];
-    const out = Object.assign([] as OutboundRecord[], { answered });
+    const scoredValues: (ScoredValues | null)[] = [];
+    const shadow: OutboundRecord[] = [];
+    const out = Object.assign([] as OutboundRecord[], {
+      answered,
+      scored: scoredValues,
+      shadow,
+      msPerRequest: 0,
+    });
     const traced = this.tracing?.batch(
       batch.map((p) => p.record),
       info,
@@ -585,10 +701,14 @@ export class InferenceWorker {
     traced?.(inferredAt);
     for (const p of batch) this.metrics.requestWaited(startedAt - p.receivedAt);
     if (outputs) this.metrics.batch(batch.length, inferredAt - startedAt);
+    out.msPerRequest = (inferredAt - startedAt) / batch.length;
     for (let i = 0; i < batch.length; i++) {
       const pending = batch[i]!;
       const outcome = outcomes?.[i];
+      const isShadow = shadowed?.has(pending) === true;
+      scoredValues.push(null);
       if (outcome && !outcome.ok) {
+        if (isShadow) continue;
         out.push(
           this.deadLetter(pending.record, outcome.error, {
             requestId: pending.request.id,
@@ -601,9 +721,16 @@ export class InferenceWorker {
         const scored = outcome
           ? resultFor(outcome.outputs, outcome.index, outcome.size, info)
           : resultFor(outputs!, i, batch.length, info);
-        out.push(this.resultRecord(pending, scored, inferredAt, info));
+        const record = this.resultRecord(pending, scored, inferredAt, info);
+        scoredValues[i] = scored;
+        if (isShadow) {
+          if (this.options.shadowTopic) shadow.push({ ...record, topic: this.options.shadowTopic });
+          continue;
+        }
+        out.push(record);
         answered.push(pending);
       } catch (err) {
+        if (isShadow) continue;
         const error = asStreamscoreError(err, 'ENCODE_FAILED');
         out.push(this.deadLetter(pending.record, error, { requestId: pending.request.id }));
       }
@@ -749,4 +876,36 @@ export class InferenceWorker {
     });
     return this.commitChain;
   }
+}
+
+/** What a version computed for one request, before encoding. */
+type ScoredValues = Pick<InferenceResult, 'outputs' | 'label' | 'labelIndex' | 'score'>;
+
+/**
+ * A batch's answers in batch order (results or dead letters), the requests answered with a
+ * result, the values each request scored to (null: failed), shadow results, and time per request.
+ */
+type Scored = OutboundRecord[] & {
+  answered: PendingRequest[];
+  scored: (ScoredValues | null)[];
+  shadow: OutboundRecord[];
+  msPerRequest: number;
+};
+
+function noScores(): Scored {
+  return Object.assign([] as OutboundRecord[], {
+    answered: [],
+    scored: [],
+    shadow: [],
+    msPerRequest: 0,
+  });
+}
+
+/** Mean |a − b| over two score vectors; 0 when either is missing, 1 when their lengths differ. */
+function meanAbsDiff(a: ArrayLike<number> | undefined, b: ArrayLike<number> | undefined): number {
+  if (!a || !b) return 0;
+  if (a.length !== b.length) return 1;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) sum += Math.abs(a[i]! - b[i]!);
+  return a.length === 0 ? 0 : sum / a.length;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -60,6 +61,8 @@ export async function writeDigitsVersion(
   repository: string,
   version: string,
   corrupt?: (weights: Buffer) => void,
+  /** Record the altered weights' checksum in the card: a valid version that behaves differently. */
+  rehash = false,
 ): Promise<string> {
   const target = path.join(repository, 'digits', version);
   await cp(DIGITS_DIR, target, {
@@ -73,8 +76,13 @@ export async function writeDigitsVersion(
   }
   const card = JSON.parse(await readFile(path.join(DIGITS_DIR, 'card.json'), 'utf8')) as {
     version: string;
+    files: Record<string, string>;
   };
   card.version = version;
+  if (rehash) {
+    const weights = await readFile(path.join(target, 'weights.bin'));
+    card.files['weights.bin'] = createHash('sha256').update(weights).digest('hex');
+  }
   await writeFile(path.join(target, 'card.json'), JSON.stringify(card, null, 2));
   return target;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AvroCodec } from '../../src/codec/avro.js';
 import type { InboundRecord } from '../../src/kafka/types.js';
-import { CanaryRouter } from '../../src/model/canary.js';
+import { Rollout } from '../../src/model/rollout.js';
 import { SwappableModel } from '../../src/model/swappable.js';
 import type { BatchOutputs, ModelInfo, PackedBatch } from '../../src/model/types.js';
 import { HEADER } from '../../src/worker/headers.js';
@@ -48,13 +48,13 @@ describe('InferenceWorker with a canary', () => {
     const sink = new FakeSink();
     const stable = new FakeModel();
     const candidate = new TriplerModel();
-    const router = new CanaryRouter(0.3);
+    const rollout = new Rollout({ candidate, fraction: 0.3 });
     const worker = new InferenceWorker({
       source,
       sink,
       codec,
       model: new SwappableModel(stable),
-      canary: { model: candidate, router },
+      rollout,
       options: {
         resultTopic: 'results',
         deadLetterTopic: 'dead',
@@ -80,7 +80,7 @@ describe('InferenceWorker with a canary', () => {
     let canaryCount = 0;
     for (let i = 0; i < records.length; i++) {
       const input = records[i]!;
-      const role = router.route(input.key, `req-${i}`);
+      const role = rollout.route(input.key, `req-${i}`);
       const version = role === 'canary' ? '8' : '7';
       if (role === 'canary') canaryCount++;
       const sent = out[i]!;
