@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'WRONG_SHAPE'
   | 'NON_FINITE'
   | 'UNKNOWN_MODEL'
+  | 'UNKNOWN_MODEL_VERSION'
   // per-record processing failures
   | 'MODEL_FAILED'
   /** A model replica thread died while running the batch, more often than the pool retries. */
@@ -70,6 +71,7 @@ const UNPROCESSABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'WRONG_SHAPE',
   'NON_FINITE',
   'UNKNOWN_MODEL',
+  'UNKNOWN_MODEL_VERSION',
 ]);
 
 export function categoryOf(code: ErrorCode): ErrorCategory {

@@ -13,6 +13,7 @@ import { selectBackend } from './model/backend.js';
 import { startReplicaPool } from './model/replica-pool.js';
 import { ModelReloader, type ReloadResult } from './model/reloader.js';
 import { loadModel, resolveModelDir } from './model/repository.js';
+import { ModelCatalog } from './model/catalog.js';
 import { Rollout, RolloutError, type RolloutEvent } from './model/rollout.js';
 import { SwappableModel } from './model/swappable.js';
 import type { ModelRunner } from './model/types.js';
@@ -180,6 +181,7 @@ async function startWorker(
   { log, onFatal }: StartServiceOptions,
   { sdk, readiness }: Observability,
 ): Promise<Omit<Service, 'readiness' | 'http'>> {
+  checkModelNames(config);
   const modelDir = await resolveModelDir(
     path.resolve(config.model.repository),
     config.model.name,
@@ -195,6 +197,7 @@ async function startWorker(
   }
   const initial = await startModel(config, modelDir, log);
   let canary = null as ModelRunner | null;
+  let extras: Extras = { versions: [], models: [] };
   const model = new SwappableModel(initial, {
     onDisposeError: (err, info) =>
       log.warn({ err, model: info.name, version: info.version }, 'disposing an old model failed'),
@@ -203,6 +206,7 @@ async function startWorker(
     const batchSize = await chooseBatchSize(config, initial, log);
     await initial.warmUp([1, batchSize]);
     if (canaryDir) canary = await startCanary(config, canaryDir, initial, batchSize, log);
+    extras = await startExtras(config, batchSize, log);
     readiness.modelWarmed();
     const kafka = createKafka(config.kafka, log);
     await checkTopics(kafka, [
@@ -244,6 +248,7 @@ async function startWorker(
   } catch (err) {
     await model.dispose();
     await canary?.dispose();
+    await disposeExtras(extras);
     throw err;
   }
 
@@ -273,6 +278,15 @@ async function startWorker(
   // Promoted: the candidate becomes the served version, as a hot swap does; the old one is
   // disposed after its last batch. Rolled back: the candidate is disposed at stop.
   rollout?.listen({ promoted: () => model.swap(rollout.candidate) });
+  const catalog = new ModelCatalog(config.model.name).add(config.model.name, {
+    main: model,
+    pinned: [...extras.versions, ...(canary ? [canary] : [])],
+  });
+  for (const extra of extras.models) catalog.add(extra.info.name, { main: extra, pinned: [] });
+  for (const entry of config.model.byTopic) {
+    const [topic, name] = entry.split('=') as [string, string];
+    catalog.route(topic, name);
+  }
   const worker = new InferenceWorker({
     source,
     sink,
@@ -284,6 +298,7 @@ async function startWorker(
     transactions,
     tracing: tracing ? new RequestTracing(tracing.tracer, config.kafka.groupId) : undefined,
     rollout,
+    catalog,
     options: {
       resultTopic: config.topics.results,
       deadLetterTopic: config.topics.deadLetter,
@@ -340,11 +355,102 @@ async function startWorker(
       })().finally(async () => {
         await model.dispose();
         if (rollout?.state !== 'promoted') await canary?.dispose();
+        await disposeExtras(extras);
         await tracing?.shutdown();
       });
       return stopped;
     },
   };
+}
+
+/** model.additional and model.byTopic agree with each other and with topics.requests. */
+function checkModelNames(config: StreamscoreConfig): void {
+  const names = [config.model.name, ...config.model.additional.map((e) => e.split('@')[0]!)];
+  const served = new Set(names);
+  if (served.size !== names.length) {
+    throw new StreamscoreError(
+      'CONFIG_INVALID',
+      `model.additional names a model twice, or model.name (${config.model.name}) again: ${config.model.additional.join(', ')}`,
+      { details: { key: 'model.additional' } },
+    );
+  }
+  for (const entry of config.model.byTopic) {
+    const [topic, name] = entry.split('=') as [string, string];
+    const problem = !config.topics.requests.includes(topic)
+      ? `${topic} is not one of topics.requests (${config.topics.requests.join(', ')})`
+      : !served.has(name)
+        ? `${name} is not served (model.name or model.additional: ${[...served].join(', ')})`
+        : null;
+    if (problem) {
+      throw new StreamscoreError('CONFIG_INVALID', `model.byTopic "${entry}": ${problem}`, {
+        details: { key: 'model.byTopic' },
+      });
+    }
+  }
+}
+
+interface Extras {
+  /** model.versions: more versions of model.name. */
+  versions: WarmableRunner[];
+  /** model.additional: more models, each at one version. */
+  models: WarmableRunner[];
+}
+
+/**
+ * model.versions and model.additional, loaded (checksums, card against signature) and warmed at
+ * the batch size chosen for the default model. Any failure stops the start as a configuration
+ * error naming the key and the file; what was loaded before it is disposed.
+ */
+async function startExtras(
+  config: StreamscoreConfig,
+  batchSize: number,
+  log: Logger,
+): Promise<Extras> {
+  const extras: Extras = { versions: [], models: [] };
+  const repository = path.resolve(config.model.repository);
+  const wanted = [
+    ...config.model.versions.map((version) => ({
+      key: 'model.versions',
+      name: config.model.name,
+      version,
+      into: extras.versions,
+    })),
+    ...config.model.additional.map((entry) => {
+      const [name, version = 'latest'] = entry.split('@') as [string, string?];
+      return { key: 'model.additional', name, version, into: extras.models };
+    }),
+  ];
+  try {
+    for (const { key, name, version, into } of wanted) {
+      let dir = path.join(repository, name, version);
+      let runner: WarmableRunner | null = null;
+      try {
+        dir = await resolveModelDir(repository, name, version);
+        runner = await startModel(config, dir, log);
+        await runner.warmUp([1, batchSize]);
+      } catch (err) {
+        await runner?.dispose();
+        const error = asStreamscoreError(err, 'MODEL_INVALID');
+        const file =
+          typeof error.details.file === 'string' ? path.join(dir, error.details.file) : dir;
+        throw new StreamscoreError(
+          'CONFIG_INVALID',
+          `${key}: ${name} version ${version}: ${file} could not be served (${error.code}: ${error.message})`,
+          { cause: err, details: { key, file, code: error.code } },
+        );
+      }
+      into.push(runner);
+      log.info({ model: name, version: runner.info.version, dir }, `${key}: loaded and warm`);
+    }
+    return extras;
+  } catch (err) {
+    await disposeExtras(extras);
+    throw err;
+  }
+}
+
+async function disposeExtras(extras: Extras): Promise<void> {
+  await Promise.all([...extras.versions, ...extras.models].map((r) => r.dispose()));
 }
 
 /** model.canary's version folder; a missing one is a configuration error naming the key. */

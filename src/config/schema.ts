@@ -145,6 +145,31 @@ export const configSchema = z
           .regex(/^(latest|\d+)$/, 'expected "latest" or a version number')
           .default('latest')
           .describe('"latest" (highest numeric version) or a pinned version.'),
+        versions: z
+          .array(z.string().regex(/^\d+$/, 'expected a version number'))
+          .default([])
+          .describe(
+            'More versions of model.name served side by side, loaded at start: a request naming one (modelVersion) gets it; requests naming no version get model.version.',
+          ),
+        additional: z
+          .array(
+            z
+              .string()
+              .regex(
+                /^[A-Za-z0-9._-]+(@(latest|\d+))?$/,
+                'expected <name> or <name>@<version|latest>',
+              ),
+          )
+          .default([])
+          .describe(
+            'More models served by this worker, as <name> or <name>@<version> (default latest, resolved at start; not watched). Requests get one by naming it (model) or through model.byTopic.',
+          ),
+        byTopic: z
+          .array(z.string().regex(/^[^=\s]+=[^=\s]+$/, 'expected <topic>=<model name>'))
+          .default([])
+          .describe(
+            'Default model per request topic, as <topic>=<model name>: requests on that topic naming no model get that model (model.name or one of model.additional).',
+          ),
         watch: z
           .boolean()
           .default(true)

@@ -11,6 +11,7 @@ import type {
   TopicPartition,
   TransactionalSink,
 } from '../kafka/types.js';
+import { ModelCatalog } from '../model/catalog.js';
 import type { Rollout, RolloutEvent, Route } from '../model/rollout.js';
 import type { ModelInfo, ModelRunner } from '../model/types.js';
 import { silentLogger, type Logger } from '../telemetry/logger.js';
@@ -75,12 +76,21 @@ export interface WorkerDeps {
    * 'shadow' are answered by `model` and also scored by it for comparison.
    */
   rollout?: Rollout | undefined;
+  /**
+   * Every model and version served, and which a request gets (model.additional, model.versions,
+   * model.byTopic). Default: `model` alone, plus the rollout's candidate for requests naming it.
+   */
+  catalog?: ModelCatalog | undefined;
 }
 
 /** A request that decoded and fits the model, waiting for its batch. */
 export interface PendingRequest {
   record: InboundRecord;
   request: InferenceRequest;
+  /** The model (version) that scores it. */
+  runner: ModelRunner;
+  /** Reached by policy (no version named) on the default model: canary routing applies. */
+  byPolicy: boolean;
   example: Record<string, ExampleValues>;
   receivedAt: number;
 }
@@ -124,6 +134,7 @@ export class InferenceWorker {
   private readonly transactions: TransactionalDelivery<PendingRequest> | null;
   private readonly tracing: RequestTracing | undefined;
   private readonly rollout: Rollout | undefined;
+  private readonly catalog: ModelCatalog;
 
   constructor(deps: WorkerDeps) {
     this.source = deps.source;
@@ -137,6 +148,12 @@ export class InferenceWorker {
     this.onFatal = deps.onFatal;
     this.tracing = deps.tracing;
     this.rollout = deps.rollout;
+    this.catalog =
+      deps.catalog ??
+      new ModelCatalog(deps.model.info.name).add(deps.model.info.name, {
+        main: deps.model,
+        pinned: deps.rollout ? [deps.rollout.candidate] : [],
+      });
     this.rollout?.listen({
       rolledBack: (event) => this.rolloutEnded(event),
       promoted: (event) => this.rolloutEnded(event),
@@ -374,19 +391,18 @@ export class InferenceWorker {
     }
     const request = this.codec.decodeRequest(value);
     this.tracing?.identified(record, request.id);
-    const { info } = this.model;
-    if (
-      (request.model !== null && request.model !== info.name) ||
-      (request.modelVersion !== null && request.modelVersion !== info.version)
-    ) {
-      throw new StreamscoreError(
-        'UNKNOWN_MODEL',
-        `request asks for model ${request.model ?? info.name} version ${request.modelVersion ?? 'any'}; this worker serves ${info.name} version ${info.version}`,
-        { details: { requestId: request.id } },
-      );
-    }
+    let resolved;
     try {
-      return { record, request, example: toExample(request, info.inputs), receivedAt };
+      resolved = this.catalog.resolve(record.topic, request.model, request.modelVersion);
+      const { runner, byPolicy } = resolved;
+      return {
+        record,
+        request,
+        runner,
+        byPolicy: byPolicy && runner === this.model,
+        example: toExample(request, runner.info.inputs),
+        receivedAt,
+      };
     } catch (err) {
       // Keep the request id so the dead letter can be correlated by the caller.
       if (err instanceof StreamscoreError) err.details.requestId = request.id;
@@ -531,7 +547,43 @@ export class InferenceWorker {
    * Results (or dead letters) for a batch, in the batch's order. A batch the model fails on is
    * narrowed to the records it fails for (narrow.ts); only those are dead-lettered.
    */
+  /**
+   * Scores a batch that may mix models and versions: each group on its own runner, at once, the
+   * answers merged back in batch order. The default model's requests by policy may meet a canary.
+   */
   private async score(batch: PendingRequest[]): Promise<Scored> {
+    const groups = new Map<ModelRunner | 'policy', PendingRequest[]>();
+    for (const p of batch) {
+      const key = p.byPolicy ? 'policy' : p.runner;
+      const group = groups.get(key);
+      if (group) group.push(p);
+      else groups.set(key, [p]);
+    }
+    if (groups.size === 1 && groups.has('policy')) return this.scoreByPolicy(batch);
+    const entries = [...groups];
+    const scored = await Promise.all(
+      entries.map(([key, items]) =>
+        key === 'policy'
+          ? this.scoreByPolicy(items)
+          : this.scoreLeased(key, items, { stable: items.length }),
+      ),
+    );
+    const position = new Map<PendingRequest, [number, number]>();
+    entries.forEach(([, items], g) => items.forEach((p, i) => position.set(p, [g, i])));
+    const out = batch.map((p) => {
+      const [g, i] = position.get(p)!;
+      return scored[g]![i]!;
+    });
+    const answered = new Set(scored.flatMap((s) => s.answered));
+    return Object.assign(out, {
+      answered: batch.filter((p) => answered.has(p)),
+      scored: [],
+      shadow: [],
+      msPerRequest: 0,
+    });
+  }
+
+  private async scoreByPolicy(batch: PendingRequest[]): Promise<Scored> {
     const { rollout } = this;
     if (!rollout || rollout.state !== 'trial') {
       return this.scoreLeased(this.model, batch, { stable: batch.length });
