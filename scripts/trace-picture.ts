@@ -5,7 +5,7 @@
  *
  *   npx tsx scripts/trace-picture.ts --demo
  *       starts a local Jaeger, runs `npm run demo` with the worker exporting to it, picks one
- *       request's trace and draws it with the batch span that links to it
+ *       request's trace and draws it with the batch and send spans that link to it
  *       (docs/tracing/worker-trace.svg)
  *   npx tsx scripts/trace-picture.ts --query-url http://127.0.0.1:16686 --service streamscore
  *   npx tsx scripts/trace-picture.ts --query-url http://127.0.0.1:16686 --trace-id <32 hex>
@@ -46,6 +46,17 @@ function linkingTraces(main: Trace, candidates: Trace[]): Trace[] {
 }
 
 /** The trace with the most spans that other traces link to; ties: the most spans, then latest. */
+/** One linking trace per first-span name: the batch's `infer` and the answers' `send`. */
+function onePerName(traces: Trace[]): Trace[] {
+  const seen = new Set<string>();
+  return traces.filter((t) => {
+    const name = t.spans[0]?.name ?? '';
+    if (seen.has(name)) return false;
+    seen.add(name);
+    return true;
+  });
+}
+
 function pickTrace(traces: Trace[]): { main: Trace; related: Trace[] } {
   let best: { main: Trace; related: Trace[]; score: number } | undefined;
   for (const trace of traces) {
@@ -54,7 +65,7 @@ function pickTrace(traces: Trace[]): { main: Trace; related: Trace[] } {
     if (best === undefined || score >= best.score) best = { main: trace, related, score };
   }
   if (best === undefined) throw new Error('no traces to draw');
-  return { main: best.main, related: best.related.slice(0, 1) };
+  return { main: best.main, related: onePerName(best.related) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,7 +268,7 @@ async function fromJaeger(
     const candidates = (
       await Promise.all(services.map((s) => findTraces(queryUrl, s, { limit: 5000 })))
     ).flat();
-    return [main, ...linkingTraces(main, candidates).slice(0, 1)];
+    return [main, ...onePerName(linkingTraces(main, candidates))];
   }
   const service = opts.service ?? 'streamscore';
   const traces = await findTraces(queryUrl, service, { limit: 5000, timeoutMs: 10_000 });

@@ -131,6 +131,7 @@ describe('rollout: automatic rollback of a candidate that disagrees', () => {
     expect(eventMessage).toBeDefined();
     expect(more).toHaveLength(0);
     const event = JSON.parse(eventMessage!.value!.toString()) as RolloutEvent;
+    console.log(`[rollout] event: ${eventMessage!.value!.toString()}`);
     expect(event).toMatchObject({
       type: 'rollback',
       reason: 'agreement',
