@@ -391,10 +391,12 @@ export class InferenceWorker {
     }
     const request = this.codec.decodeRequest(value);
     this.tracing?.identified(record, request.id);
-    let resolved;
     try {
-      resolved = this.catalog.resolve(record.topic, request.model, request.modelVersion);
-      const { runner, byPolicy } = resolved;
+      const { runner, byPolicy } = this.catalog.resolve(
+        record.topic,
+        request.model,
+        request.modelVersion,
+      );
       return {
         record,
         request,
@@ -544,12 +546,10 @@ export class InferenceWorker {
   }
 
   /**
-   * Results (or dead letters) for a batch, in the batch's order. A batch the model fails on is
-   * narrowed to the records it fails for (narrow.ts); only those are dead-lettered.
-   */
-  /**
-   * Scores a batch that may mix models and versions: each group on its own runner, at once, the
-   * answers merged back in batch order. The default model's requests by policy may meet a canary.
+   * Results (or dead letters) for a batch, in the batch's order. A batch may mix models and
+   * versions: each group is scored on its own runner, at once, and the answers merged back in
+   * batch order; the default model's requests by policy may meet a canary. A batch the model
+   * fails on is narrowed to the records it fails for (narrow.ts); only those are dead-lettered.
    */
   private async score(batch: PendingRequest[]): Promise<Scored> {
     const groups = new Map<ModelRunner | 'policy', PendingRequest[]>();
@@ -935,7 +935,8 @@ type ScoredValues = Pick<InferenceResult, 'outputs' | 'label' | 'labelIndex' | '
 
 /**
  * A batch's answers in batch order (results or dead letters), the requests answered with a
- * result, the values each request scored to (null: failed), shadow results, and time per request.
+ * result, and, from one version's model call (scoreOn), the values each request scored to (null:
+ * failed), its shadow results and its time per request; merged answers leave those empty.
  */
 type Scored = OutboundRecord[] & {
   answered: PendingRequest[];
