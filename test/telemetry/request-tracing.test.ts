@@ -40,6 +40,31 @@ function request(offset: number, x: number[], traceparent?: string): InboundReco
   };
 }
 
+/** A started worker over fakes whose spans go to `provider`. */
+async function tracedWorker(provider: BasicTracerProvider) {
+  const source = new FakeSource();
+  const sink = new FakeSink();
+  const worker = new InferenceWorker({
+    source,
+    sink,
+    codec,
+    model: new FakeModel(),
+    tracing: new RequestTracing(provider.getTracer('test'), 'the-group'),
+    options: {
+      resultTopic: 'results',
+      deadLetterTopic: 'dead',
+      maxBatchSize: 8,
+      maxDelayMs: 1,
+      maxQueued: 1000,
+      maxPayloadBytes: 10_000,
+      commitIntervalMs: 0,
+      drainTimeoutMs: 5000,
+    },
+  });
+  await worker.start();
+  return { source, sink, worker };
+}
+
 async function until(condition: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !condition(); i++) await new Promise((r) => setTimeout(r, 5));
   expect(condition()).toBe(true);
@@ -60,26 +85,7 @@ describe('request tracing in the worker', () => {
   });
 
   it('continues the producer trace: process span per request, batch span and send span linked to each, request context in the result headers', async () => {
-    const source = new FakeSource();
-    const sink = new FakeSink();
-    const worker = new InferenceWorker({
-      source,
-      sink,
-      codec,
-      model: new FakeModel(),
-      tracing: new RequestTracing(provider.getTracer('test'), 'the-group'),
-      options: {
-        resultTopic: 'results',
-        deadLetterTopic: 'dead',
-        maxBatchSize: 8,
-        maxDelayMs: 1,
-        maxQueued: 1000,
-        maxPayloadBytes: 10_000,
-        commitIntervalMs: 0,
-        drainTimeoutMs: 5000,
-      },
-    });
-    await worker.start();
+    const { source, sink, worker } = await tracedWorker(provider);
     await source.deliver([
       request(0, [1, 0, 0, 0], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`),
       request(1, [0, 1, 0, 0]),
@@ -153,26 +159,7 @@ describe('request tracing in the worker', () => {
       ),
       spanProcessors: [new SimpleSpanProcessor(sampledExporter)],
     });
-    const source = new FakeSource();
-    const sink = new FakeSink();
-    const worker = new InferenceWorker({
-      source,
-      sink,
-      codec,
-      model: new FakeModel(),
-      tracing: new RequestTracing(sampledProvider.getTracer('test'), 'the-group'),
-      options: {
-        resultTopic: 'results',
-        deadLetterTopic: 'dead',
-        maxBatchSize: 8,
-        maxDelayMs: 1,
-        maxQueued: 1000,
-        maxPayloadBytes: 10_000,
-        commitIntervalMs: 0,
-        drainTimeoutMs: 5000,
-      },
-    });
-    await worker.start();
+    const { source, sink, worker } = await tracedWorker(sampledProvider);
     const UNSAMPLED = `00-${'1'.repeat(32)}-${'2'.repeat(16)}-00`;
     // Two batches: one with a sampled request among unsampled ones, one with none sampled.
     await source.deliver([

@@ -68,22 +68,21 @@ const options: WorkerOptions = {
   drainTimeoutMs: 5000,
 };
 
+/** A started worker serving `model` (default: version 7 of the fake) with `rollout`. */
+async function startTrial(rollout: Rollout, model = new SwappableModel(new FakeModel())) {
+  const source = new FakeSource();
+  const sink = new FakeSink();
+  const worker = new InferenceWorker({ source, sink, codec, model, rollout, options });
+  await worker.start();
+  return { source, sink, worker };
+}
+
 describe('InferenceWorker with a candidate on trial', () => {
   it('shadow: the stable version answers every request, the candidate copies go to the shadow topic and are compared', async () => {
-    const source = new FakeSource();
-    const sink = new FakeSink();
     const candidate = new FakeModel(); // same scores as the stable one: full agreement
     (candidate as { info: ModelInfo }).info = { ...candidate.info, version: '8' };
     const rollout = new Rollout({ candidate, fraction: 0, shadow: 0.5 });
-    const worker = new InferenceWorker({
-      source,
-      sink,
-      codec,
-      model: new SwappableModel(new FakeModel()),
-      rollout,
-      options,
-    });
-    await worker.start();
+    const { source, sink, worker } = await startTrial(rollout);
     const records = Array.from({ length: 300 }, (_, i) => record(i));
     await source.deliver(records);
     await until(() => source.committed('requests', 0) === '300');
@@ -106,8 +105,6 @@ describe('InferenceWorker with a candidate on trial', () => {
   });
 
   it('rolls back a candidate that disagrees beyond its threshold: event record, metric, then all stable', async () => {
-    const source = new FakeSource();
-    const sink = new FakeSink();
     const rollout = new Rollout({
       candidate: new ReversingModel(),
       fraction: 0.2,
@@ -117,15 +114,7 @@ describe('InferenceWorker with a candidate on trial', () => {
     });
     const events: RolloutEvent[] = [];
     rollout.listen({ rolledBack: (e) => events.push(e) });
-    const worker = new InferenceWorker({
-      source,
-      sink,
-      codec,
-      model: new SwappableModel(new FakeModel()),
-      rollout,
-      options,
-    });
-    await worker.start();
+    const { source, sink, worker } = await startTrial(rollout);
     const first = Array.from({ length: 200 }, (_, i) => record(i));
     await source.deliver(first);
     await until(() => source.committed('requests', 0) === '200');
@@ -160,23 +149,13 @@ describe('InferenceWorker with a candidate on trial', () => {
   });
 
   it('rolls back a candidate whose error rate crosses its threshold; its canary failures are dead-lettered, its shadow failures are not', async () => {
-    const source = new FakeSource();
-    const sink = new FakeSink();
     const rollout = new Rollout({
       candidate: new FlakyModel(),
       fraction: 0.3,
       shadow: 0.3,
       thresholds: { maxErrorRate: 0.1, minAgreement: null, maxLatencyRatio: null, minRequests: 30 },
     });
-    const worker = new InferenceWorker({
-      source,
-      sink,
-      codec,
-      model: new SwappableModel(new FakeModel()),
-      rollout,
-      options,
-    });
-    await worker.start();
+    const { source, sink, worker } = await startTrial(rollout);
     const records = Array.from({ length: 400 }, (_, i) => record(i));
     await source.deliver(records);
     await until(() => source.committed('requests', 0) === '400');
@@ -193,8 +172,6 @@ describe('InferenceWorker with a candidate on trial', () => {
   });
 
   it('promotes by hand: the candidate then answers every key, and a second end of the trial is refused', async () => {
-    const source = new FakeSource();
-    const sink = new FakeSink();
     const model = new SwappableModel(new FakeModel());
     const candidate = new ReversingModel();
     const rollout = new Rollout({
@@ -203,8 +180,7 @@ describe('InferenceWorker with a candidate on trial', () => {
       stableVersion: () => model.info.version,
     });
     rollout.listen({ promoted: () => model.swap(candidate) });
-    const worker = new InferenceWorker({ source, sink, codec, model, rollout, options });
-    await worker.start();
+    const { source, sink, worker } = await startTrial(rollout, model);
     await source.deliver(Array.from({ length: 50 }, (_, i) => record(i)));
     await until(() => source.committed('requests', 0) === '50');
     const event = rollout.promote('cli');
