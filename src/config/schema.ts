@@ -228,9 +228,9 @@ export const configSchema = z
                   .number()
                   .positive()
                   .nullable()
-                  .default(3)
+                  .default(null)
                   .describe(
-                    "Candidate's mean inference time per request ÷ the stable version's, above which it is rolled back. null: not judged.",
+                    "Candidate's inference time per request ÷ the stable version's on calls of the same size class (a power of two), above which it is rolled back. null (default): not judged; under load the calls of a small canary share are rarely the size of the stable version's, so set it with a shadow share or at moderate load.",
                   ),
                 minRequests: z
                   .number()

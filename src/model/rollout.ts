@@ -19,7 +19,10 @@ export interface RollbackThresholds {
   maxErrorRate: number;
   /** Shadowed requests on which both versions chose the same top-1 label ÷ those compared. */
   minAgreement: number | null;
-  /** Candidate's mean inference time per request ÷ the stable version's. */
+  /**
+   * Candidate's inference time per request ÷ the stable version's on calls of the same size class
+   * (a power of two: a small canary call costs more per request than a full stable one).
+   */
   maxLatencyRatio: number | null;
   /** No judgement before the candidate has scored this many requests (and, for agreement and latency, compared this many). */
   minRequests: number;
@@ -49,10 +52,11 @@ export interface RolloutStats {
   agreed: number;
   /** Sum over compared requests of the mean absolute difference of their scores. */
   absDiffSum: number;
-  candidateMs: number;
+  /** Candidate requests timed in calls of a size class the stable version also ran. */
   candidateTimed: number;
-  stableMs: number;
-  stableTimed: number;
+  /** Their inference time, ms, and what the stable version took per request in the same classes. */
+  candidateMs: number;
+  stableMsForSame: number;
 }
 
 export interface RolloutEvent {
@@ -103,11 +107,13 @@ export class Rollout {
     compared: 0,
     agreed: 0,
     absDiffSum: 0,
-    candidateMs: 0,
     candidateTimed: 0,
-    stableMs: 0,
-    stableTimed: 0,
+    candidateMs: 0,
+    stableMsForSame: 0,
   };
+  /** Per size class (floor(log2(call size))): [requests, ms] of the calls of each version. */
+  private readonly candidateCalls = new Map<number, [number, number]>();
+  private readonly stableCalls = new Map<number, [number, number]>();
 
   constructor(options: RolloutOptions) {
     for (const [key, value] of [
@@ -155,20 +161,35 @@ export class Rollout {
     return 'stable';
   }
 
-  /** The candidate scored `requests` requests (canary or shadow), `failed` of them unusably. */
-  candidateScored(requests: number, failed: number, msPerRequest: number): void {
+  /** The candidate scored `requests` requests (canary or shadow) in one call of `ms`, `failed` of them unusably. */
+  candidateScored(requests: number, failed: number, ms: number): void {
     this.stats.candidateRequests += requests;
     this.stats.candidateErrors += failed;
-    if (requests > failed) {
-      this.stats.candidateMs += msPerRequest * (requests - failed);
-      this.stats.candidateTimed += requests - failed;
-    }
+    addCall(this.candidateCalls, requests, ms);
+    this.compareLatency();
   }
 
-  /** The stable version's time per request, the latency reference. */
-  stableScored(requests: number, msPerRequest: number): void {
-    this.stats.stableMs += msPerRequest * requests;
-    this.stats.stableTimed += requests;
+  /** One call of the stable version during the trial, the latency reference. */
+  stableScored(requests: number, ms: number): void {
+    addCall(this.stableCalls, requests, ms);
+    this.compareLatency();
+  }
+
+  /** Candidate time against the stable version's per-request time in the same size classes. */
+  private compareLatency(): void {
+    let timed = 0;
+    let ms = 0;
+    let reference = 0;
+    for (const [size, [n, total]] of this.candidateCalls) {
+      const stable = this.stableCalls.get(size);
+      if (!stable || stable[0] === 0) continue;
+      timed += n;
+      ms += total;
+      reference += n * (stable[1] / stable[0]);
+    }
+    this.stats.candidateTimed = timed;
+    this.stats.candidateMs = ms;
+    this.stats.stableMsForSame = reference;
   }
 
   /** One shadowed request: did both versions choose the same label, and how far apart were the scores. */
@@ -206,8 +227,8 @@ export class Rollout {
       if (
         t.maxLatencyRatio !== null &&
         s.candidateTimed >= t.minRequests &&
-        s.stableTimed >= t.minRequests &&
-        view.latencyRatio! > t.maxLatencyRatio
+        view.latencyRatio !== null &&
+        view.latencyRatio > t.maxLatencyRatio
       ) {
         return this.rollback(
           'latency',
@@ -255,10 +276,7 @@ export class Rollout {
       ...s,
       errorRate: s.candidateRequests === 0 ? 0 : s.candidateErrors / s.candidateRequests,
       agreement: s.compared === 0 ? null : s.agreed / s.compared,
-      latencyRatio:
-        s.candidateTimed === 0 || s.stableTimed === 0 || s.stableMs === 0
-          ? null
-          : s.candidateMs / s.candidateTimed / (s.stableMs / s.stableTimed),
+      latencyRatio: s.stableMsForSame > 0 ? s.candidateMs / s.stableMsForSame : null,
     };
   }
 
@@ -291,3 +309,12 @@ export class Rollout {
 }
 
 const pct = (x: number): string => `${(x * 100).toFixed(1)} %`;
+
+function addCall(calls: Map<number, [number, number]>, requests: number, ms: number): void {
+  if (requests <= 0) return;
+  const size = Math.floor(Math.log2(requests));
+  const entry = calls.get(size) ?? [0, 0];
+  entry[0] += requests;
+  entry[1] += ms;
+  calls.set(size, entry);
+}

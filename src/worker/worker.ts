@@ -633,12 +633,16 @@ export class InferenceWorker {
   ): void {
     if (candidate.length > 0) {
       const failed = outCandidate.scored.filter((x) => x === null).length;
-      rollout.candidateScored(candidate.length, failed, outCandidate.msPerRequest);
+      rollout.candidateScored(
+        candidate.length,
+        failed,
+        outCandidate.msPerRequest * candidate.length,
+      );
       this.metrics.candidateErrors(rollout.candidate.info.version, failed);
       this.metrics.trialLatency('candidate', outCandidate.msPerRequest);
     }
     if (stable.length > 0) {
-      rollout.stableScored(stable.length, outStable.msPerRequest);
+      rollout.stableScored(stable.length, outStable.msPerRequest * stable.length);
       this.metrics.trialLatency('stable', outStable.msPerRequest);
     }
     if (shadowed.size > 0) {
