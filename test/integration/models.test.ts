@@ -17,7 +17,7 @@ import { startService, type Service } from '../../src/service.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { HEADER } from '../../src/worker/headers.js';
 import { MODELS_ROOT, tempDir, writeDigitsVersion } from '../model/helpers.js';
-import { createTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
+import { freshTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
 
 const brokers = inject('kafkaBrokers');
 const codec = new AvroCodec();
@@ -38,16 +38,7 @@ describe('several models and versions in one worker', () => {
     await cp(path.join(MODELS_ROOT, 'digits-uint8'), path.join(repo.dir, 'digits-uint8'), {
       recursive: true,
     });
-    const topics = {
-      digits: uniqueTopic('models-digits'),
-      small: uniqueTopic('models-small'),
-      results: uniqueTopic('models-results'),
-      dlq: uniqueTopic('models-dlq'),
-    };
-    await createTopics(
-      brokers,
-      Object.values(topics).map((topic) => ({ topic, numPartitions: 2 })),
-    );
+    const topics = await freshTopics(brokers, 'models', ['digits', 'small', 'results', 'dlq'], 2);
     const service = await startService(
       loadConfig({
         env: {},

@@ -16,7 +16,7 @@ import { modelsEndTrial } from '../../src/cli/models.js';
 import { startService, type Service } from '../../src/service.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { tempDir, writeDigitsVersion } from '../model/helpers.js';
-import { createTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
+import { freshTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
 
 const brokers = inject('kafkaBrokers');
 const codec = new AvroCodec();
@@ -51,16 +51,11 @@ describe('rollout: automatic rollback of a candidate that disagrees', () => {
     cleanups.push(repo.remove);
     await writeDigitsVersion(repo.dir, '1');
     await writeDigitsVersion(repo.dir, '2', rotateOutputs, true);
-    const topics = {
-      requests: uniqueTopic('rollout-requests'),
-      results: uniqueTopic('rollout-results'),
-      dlq: uniqueTopic('rollout-dlq'),
-      shadow: uniqueTopic('rollout-shadow'),
-      events: uniqueTopic('rollout-events'),
-    };
-    await createTopics(
+    const topics = await freshTopics(
       brokers,
-      Object.values(topics).map((topic) => ({ topic, numPartitions: 2 })),
+      'rollout',
+      ['requests', 'results', 'dlq', 'shadow', 'events'],
+      2,
     );
     const config = loadConfig({
       env: {},
@@ -183,15 +178,11 @@ describe('rollout: automatic rollback of a candidate that disagrees', () => {
     cleanups.push(repo.remove);
     await writeDigitsVersion(repo.dir, '1');
     await writeDigitsVersion(repo.dir, '2');
-    const topics = {
-      requests: uniqueTopic('promote-requests'),
-      results: uniqueTopic('promote-results'),
-      dlq: uniqueTopic('promote-dlq'),
-      events: uniqueTopic('promote-events'),
-    };
-    await createTopics(
+    const topics = await freshTopics(
       brokers,
-      Object.values(topics).map((topic) => ({ topic, numPartitions: 2 })),
+      'promote',
+      ['requests', 'results', 'dlq', 'events'],
+      2,
     );
     const service = await startService(
       loadConfig({

@@ -47,6 +47,23 @@ export async function createTopics(brokers: string[], topics: TopicSpec[]): Prom
   }
 }
 
+/** Creates one fresh topic per name (`<prefix>-<name>-<unique>`) and returns them by name. */
+export async function freshTopics<Name extends string>(
+  brokers: string[],
+  prefix: string,
+  names: readonly Name[],
+  numPartitions: number,
+): Promise<Record<Name, string>> {
+  const topics = Object.fromEntries(
+    names.map((name) => [name, uniqueTopic(`${prefix}-${name}`)]),
+  ) as Record<Name, string>;
+  await createTopics(
+    brokers,
+    names.map((name) => ({ topic: topics[name], numPartitions })),
+  );
+  return topics;
+}
+
 export interface ReadAllOptions {
   /** Stop as soon as this many messages arrived. */
   expected: number;
