@@ -44,13 +44,9 @@ export class ModelCatalog {
     return this;
   }
 
-  /** Every runner, main ones first (for metrics and shutdown). */
-  get names(): string[] {
+  /** The names of the models served, for messages. */
+  private get names(): string[] {
     return [...this.models.keys()];
-  }
-
-  served(name: string): ServedModel | undefined {
-    return this.models.get(name);
   }
 
   resolve(topic: string, model: string | null, version: string | null): Resolved {

@@ -248,6 +248,7 @@ export class RequestTracing {
     resultTopic: string,
   ): void {
     const links: Link[] = [];
+    const linked: InboundRecord[] = [];
     const topics = new Set<string>();
     for (let i = 0; i < records.length; i++) {
       const span = this.spans.get(records[i]!);
@@ -258,6 +259,7 @@ export class RequestTracing {
       }
       if (!span.isRecording()) continue;
       links.push({ context: span.spanContext() });
+      linked.push(records[i]!);
       topics.add(out.topic);
     }
     if (links.length === 0) return;
@@ -276,9 +278,7 @@ export class RequestTracing {
       }),
       open: links.length,
     };
-    for (let i = 0; i < records.length; i++) {
-      if (outs[i] && this.spans.get(records[i]!)?.isRecording()) this.sends.set(records[i]!, send);
-    }
+    for (const record of linked) this.sends.set(record, send);
   }
 
   /** The answer is acknowledged (or committed): the request's spans end. */

@@ -37,6 +37,32 @@ function rotateOutputs(weights: Buffer): void {
   rotate(OUTPUT_KERNEL / 4 + 640);
 }
 
+/** A worker serving digits 1 from `repository` with `canary` on trial, HTTP on a free port. */
+async function startTrial(
+  repository: string,
+  topics: { requests: string; results: string; dlq: string; shadow?: string; events: string },
+  canary: Record<string, unknown>,
+): Promise<Service> {
+  const config = loadConfig({
+    env: {},
+    overrides: {
+      kafka: { brokers, groupId: uniqueTopic('rollout-group') },
+      topics: {
+        requests: [topics.requests],
+        results: topics.results,
+        deadLetter: topics.dlq,
+        shadow: topics.shadow ?? null,
+        events: topics.events,
+      },
+      model: { repository, name: 'digits', version: '1', replicas: 1, backend: 'wasm', canary },
+      batching: { maxBatchSize: 32, maxDelayMs: 5, autotune: false },
+      commit: { intervalMs: 100 },
+      http: { enabled: true, host: '127.0.0.1', port: 0 },
+    },
+  });
+  return startService(config, { log: silentLogger });
+}
+
 describe('rollout: automatic rollback of a candidate that disagrees', () => {
   const services: Service[] = [];
   const cleanups: (() => Promise<void>)[] = [];
@@ -57,36 +83,12 @@ describe('rollout: automatic rollback of a candidate that disagrees', () => {
       ['requests', 'results', 'dlq', 'shadow', 'events'],
       2,
     );
-    const config = loadConfig({
-      env: {},
-      overrides: {
-        kafka: { brokers, groupId: uniqueTopic('rollout-group') },
-        topics: {
-          requests: [topics.requests],
-          results: topics.results,
-          deadLetter: topics.dlq,
-          shadow: topics.shadow,
-          events: topics.events,
-        },
-        model: {
-          repository: repo.dir,
-          name: 'digits',
-          version: '1',
-          replicas: 1,
-          backend: 'wasm',
-          canary: {
-            version: '2',
-            fraction: 0.1,
-            shadow: 0.5,
-            rollback: { minAgreement: 0.9, minRequests: 100, maxLatencyRatio: null },
-          },
-        },
-        batching: { maxBatchSize: 32, maxDelayMs: 5, autotune: false },
-        commit: { intervalMs: 100 },
-        http: { enabled: true, host: '127.0.0.1', port: 0 },
-      },
+    const service = await startTrial(repo.dir, topics, {
+      version: '2',
+      fraction: 0.1,
+      shadow: 0.5,
+      rollback: { minAgreement: 0.9, minRequests: 100, maxLatencyRatio: null },
     });
-    const service = await startService(config, { log: silentLogger });
     services.push(service);
 
     const { heldOut } = loadDigitsDataset();
@@ -184,31 +186,11 @@ describe('rollout: automatic rollback of a candidate that disagrees', () => {
       ['requests', 'results', 'dlq', 'events'],
       2,
     );
-    const service = await startService(
-      loadConfig({
-        env: {},
-        overrides: {
-          kafka: { brokers, groupId: uniqueTopic('promote-group') },
-          topics: {
-            requests: [topics.requests],
-            results: topics.results,
-            deadLetter: topics.dlq,
-            events: topics.events,
-          },
-          model: {
-            repository: repo.dir,
-            name: 'digits',
-            version: '1',
-            replicas: 1,
-            backend: 'wasm',
-            canary: { version: '2', fraction: 0.1, rollback: null },
-          },
-          batching: { maxBatchSize: 32, maxDelayMs: 5, autotune: false },
-          http: { enabled: true, host: '127.0.0.1', port: 0 },
-        },
-      }),
-      { log: silentLogger },
-    );
+    const service = await startTrial(repo.dir, topics, {
+      version: '2',
+      fraction: 0.1,
+      rollback: null,
+    });
     services.push(service);
     const { heldOut } = loadDigitsDataset();
     const producer = testKafka(brokers).producer({
