@@ -24,6 +24,29 @@ export const tensorCardSchema = z.strictObject({
   description: z.string().optional(),
 });
 
+/**
+ * One column group of a model's input vector, in order: how the model was trained to see a field
+ * of a domain record. The worker's field mapping (config `mappings`) takes its normalisation
+ * constants and vocabularies from here, so they cannot drift from what training used.
+ */
+export const featureCardSchema = z.discriminatedUnion('kind', [
+  z.strictObject({
+    name: z.string().min(1),
+    kind: z.literal('numeric'),
+    /** The value fed is (x - mean) / std. */
+    mean: z.number(),
+    std: z.number().positive(),
+    description: z.string().optional(),
+  }),
+  z.strictObject({
+    name: z.string().min(1),
+    kind: z.literal('oneHot'),
+    /** One column per entry, in this order; a value not listed is all zeros. */
+    vocabulary: z.array(z.string().min(1)).min(1),
+    description: z.string().optional(),
+  }),
+]);
+
 export const modelCardSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_", "-"'),
   version: z.string().regex(/^[0-9]+$/, 'a decimal number, like the version directory'),
@@ -32,6 +55,11 @@ export const modelCardSchema = z.strictObject({
   inputs: z.array(tensorCardSchema).min(1),
   outputs: z.array(tensorCardSchema).min(1),
   labels: z.array(z.string()).optional(),
+  /**
+   * The input vector's layout by domain field, for models trained on records rather than raw
+   * tensors: the columns of the (single) input, in order. Optional.
+   */
+  features: z.array(featureCardSchema).min(1).optional(),
   /** Human-readable: what a producer must do to raw data before sending it. */
   preprocessing: z.string(),
   training: z.looseObject({
@@ -67,6 +95,7 @@ export const modelCardSchema = z.strictObject({
 });
 
 export type TensorCard = z.infer<typeof tensorCardSchema>;
+export type FeatureCard = z.infer<typeof featureCardSchema>;
 export type ModelCard = z.infer<typeof modelCardSchema>;
 
 /**
