@@ -74,6 +74,7 @@ export function describeType(schema: z.ZodType): string {
     if (inner.description) return inner.description;
     return inner.minLength !== null && inner.minLength > 0 ? 'string (non-empty)' : 'string';
   }
+  if (inner instanceof z.ZodObject && inner.description) return inner.description;
   throw new Error(`config-docs: no type description for zod type "${inner._zod.def.type}"`);
 }
 

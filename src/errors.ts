@@ -16,6 +16,12 @@ export type ErrorCode =
   | 'NON_FINITE'
   | 'UNKNOWN_MODEL'
   | 'UNKNOWN_MODEL_VERSION'
+  /** Confluent-framed record whose schema id the registry does not know. */
+  | 'UNKNOWN_SCHEMA_ID'
+  /** The record's writer schema cannot be read as the worker's reader schema. */
+  | 'SCHEMA_MISMATCH'
+  /** A domain record's field cannot become the model input (null without ifNull, not finite). */
+  | 'MAPPING_FAILED'
   // per-record processing failures
   | 'MODEL_FAILED'
   /** A model replica thread died while running the batch, more often than the pool retries. */
@@ -28,6 +34,8 @@ export type ErrorCode =
   | 'BACKEND_UNAVAILABLE'
   // infrastructure
   | 'KAFKA_UNAVAILABLE'
+  /** The Schema Registry cannot be reached or answered with a server error (retried). */
+  | 'REGISTRY_UNAVAILABLE'
   | 'TOPIC_MISSING'
   | 'KAFKA_SEND_FAILED'
   /** The broker refused a record for good (too large, invalid): resending it cannot succeed. */
@@ -35,6 +43,8 @@ export type ErrorCode =
   /** Another producer with the same identity took over (fenced epoch, transactional id). */
   | 'KAFKA_FENCED'
   | 'LOCAL_BROKER_FAILED'
+  /** The local Schema Registry for tests and the demo (no Java 21, fetch failed, did not start). */
+  | 'LOCAL_REGISTRY_FAILED'
   /** The health and metrics HTTP server cannot listen (port in use, address not available). */
   | 'HTTP_UNAVAILABLE';
 
@@ -72,6 +82,9 @@ const UNPROCESSABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'NON_FINITE',
   'UNKNOWN_MODEL',
   'UNKNOWN_MODEL_VERSION',
+  'UNKNOWN_SCHEMA_ID',
+  'SCHEMA_MISMATCH',
+  'MAPPING_FAILED',
 ]);
 
 export function categoryOf(code: ErrorCode): ErrorCategory {

@@ -47,6 +47,8 @@ export function configKeys(schema: z.ZodType = configSchema, path: string[] = []
 function fromEnvText(text: string, schema: z.ZodType): unknown {
   const inner = innerType(schema);
   if (inner instanceof z.ZodArray) {
+    // A list of records (mappings) cannot be comma-separated text: it is JSON.
+    if (innerType(inner.element as z.ZodType) instanceof z.ZodObject) return parseJsonText(text);
     return text
       .split(',')
       .map((part) => part.trim())
@@ -71,6 +73,14 @@ function fromEnvText(text: string, schema: z.ZodType): unknown {
     return text;
   }
   return text;
+}
+
+function parseJsonText(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text; // zod then names the key and what it expected
+  }
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {

@@ -18,6 +18,72 @@ const topicName = z
 
 export const backendPreferences = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 
+const identifier = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an Avro name: letters, digits, "_"')
+  .describe('Avro field name');
+
+/** One column group of the model input, read from one field of the request record. */
+const inputMapping = z
+  .object({
+    field: identifier,
+    feature: z.string().min(1).optional(),
+    mean: z.number().optional(),
+    std: z.number().positive().optional(),
+    vocabulary: z.array(z.string().min(1)).min(1).optional(),
+    ifNull: z.number().optional(),
+  })
+  .strict();
+
+/** One field of the result record, made from the model output. */
+const outputMapping = z.discriminatedUnion('kind', [
+  z.object({ name: identifier, kind: z.literal('label') }).strict(),
+  z
+    .object({
+      name: identifier,
+      kind: z.literal('score'),
+      label: z.string().min(1).optional(),
+    })
+    .strict(),
+  z
+    .object({ name: identifier, kind: z.literal('topK'), k: z.number().int().min(1) })
+    .strict(),
+  z
+    .object({
+      name: identifier,
+      kind: z.literal('threshold'),
+      label: z.string().min(1),
+      threshold: z.number(),
+    })
+    .strict(),
+  z.object({ name: identifier, kind: z.literal('scores') }).strict(),
+]);
+
+const fieldMapping = z
+  .object({
+    topic: topicName,
+    schema: z.string().min(1),
+    id: identifier.default('id'),
+    model: z.string().min(1).optional(),
+    input: z.string().min(1).optional(),
+    inputs: z.array(inputMapping).min(1).optional(),
+    output: z.string().min(1).optional(),
+    result: z
+      .object({
+        topic: topicName.optional(),
+        name: identifier.optional(),
+        fields: z.array(outputMapping).min(1),
+        copy: z.array(identifier).default([]),
+      })
+      .strict(),
+  })
+  .strict()
+  .describe('mapping');
+
+export type FieldMappingConfig = z.infer<typeof fieldMapping>;
+export type InputMappingConfig = z.infer<typeof inputMapping>;
+export type OutputMappingConfig = z.infer<typeof outputMapping>;
+
 export const configSchema = z
   .object({
     kafka: z
@@ -126,6 +192,55 @@ export const configSchema = z
           .default(null)
           .describe(
             'Rollout events (a candidate rolled back or promoted) as JSON records, keyed by model name. null: they are logged and counted only.',
+          ),
+      })
+      .strict()
+      .prefault({}),
+    registry: z
+      .object({
+        url: z
+          .string()
+          .regex(/^https?:\/\/\S+$/, 'expected an http(s) URL')
+          .nullable()
+          .default(null)
+          .describe(
+            'Base URL of a Confluent-compatible Schema Registry (Confluent, or Apicurio\'s /apis/ccompat/v7). Needed by registry.framed topics. null: no registry; every topic is raw Avro.',
+          ),
+        username: z
+          .string()
+          .min(1)
+          .nullable()
+          .default(null)
+          .describe('HTTP basic-auth user for the registry. null: no authentication.'),
+        password: z
+          .string()
+          .nullable()
+          .default(null)
+          .describe('HTTP basic-auth password for the registry (redacted in logs).'),
+        framed: z
+          .array(topicName)
+          .default([])
+          .describe(
+            'Topics whose records use the Confluent wire format (magic byte 0, 4-byte schema id, Avro). A request topic listed here is decoded with the writer schema fetched from the registry by id (cached) and resolved to the reader schema, so producers may evolve their schemas under the registry\'s compatibility rules. A result topic listed here is written framed, with its schema registered at start under <topic>-value. Topics not listed are raw Avro.',
+          ),
+        retryMs: z
+          .number()
+          .int()
+          .min(10)
+          .default(1000)
+          .describe(
+            'While the registry cannot be reached, fetching a writer schema is retried this often (the batch waits; nothing is dead-lettered for an unreachable registry). An id the registry does not know is dead-lettered as UNKNOWN_SCHEMA_ID.',
+          ),
+      })
+      .strict()
+      .prefault({}),
+    mappings: z
+      .object({
+        byTopic: z
+          .array(fieldMapping)
+          .default([])
+          .describe(
+            'Domain-field mappings, one per request topic: requests on that topic are domain records (e.g. a payment) turned into the model input, and results are records with the fields asked for (label, scores, top-k, thresholds). In a file as YAML; in the environment as JSON. Fields: docs/mapping.md.',
           ),
       })
       .strict()

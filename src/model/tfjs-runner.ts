@@ -67,6 +67,7 @@ export class TfjsModelRunner implements ModelRunner {
       inputs: toTensorSpecs(card.inputs),
       outputs: toTensorSpecs(card.outputs),
       ...(card.labels === undefined ? {} : { labels: [...card.labels] }),
+      ...(card.features === undefined ? {} : { features: card.features }),
       backend,
     };
     this.inputShapes = card.inputs.map((t) => ({

@@ -1,3 +1,4 @@
+import type { FeatureCard } from './card.js';
 /** Shape of one example, without the batch dimension. `null` means "any size" (rare). */
 export type ExampleShape = readonly (number | null)[];
 
@@ -14,6 +15,8 @@ export interface ModelInfo {
   inputs: readonly TensorSpec[];
   outputs: readonly TensorSpec[];
   labels?: readonly string[];
+  /** The card's input layout by domain field (card `features`), for field mappings. */
+  features?: readonly FeatureCard[];
   /** The tfjs backend that runs this model: 'tensorflow' (native, CPU or CUDA), 'wasm' or 'cpu'. */
   backend: string;
 }
