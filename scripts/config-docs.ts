@@ -119,7 +119,7 @@ Every setting has a working default except \`kafka.brokers\` (empty by default),
 
 1. the defaults in the table below;
 2. a YAML or JSON file named by \`--config <file>\` or, without that flag, by \`STREAMSCORE_CONFIG\` (sections as in [example.yaml](example.yaml), which lists every key at its default);
-3. the environment: one \`STREAMSCORE_*\` variable per key, as listed below. Lists are comma-separated (\`STREAMSCORE_KAFKA_BROKERS=kafka-1:9092,kafka-2:9092\`), booleans are \`true\`/\`false\` (also \`1\`/\`0\`, \`yes\`/\`no\`), numbers are decimal text. A \`STREAMSCORE_*\` variable that matches no key (a typo) is an error, not ignored; \`STREAMSCORE_CONFIG\` and \`STREAMSCORE_TEST_BROKERS\` (integration tests) are the only others;
+3. the environment: one \`STREAMSCORE_*\` variable per key, as listed below. Lists are comma-separated (\`STREAMSCORE_KAFKA_BROKERS=kafka-1:9092,kafka-2:9092\`), booleans are \`true\`/\`false\` (also \`1\`/\`0\`, \`yes\`/\`no\`), numbers are decimal text. A \`STREAMSCORE_*\` variable that matches no key (a typo) is an error, not ignored; \`STREAMSCORE_CONFIG\`, \`STREAMSCORE_TEST_BROKERS\` and \`STREAMSCORE_TEST_REGISTRY\` (integration tests) are the only others;
 4. command-line flags (\`--brokers host:port[,host:port]\` sets \`kafka.brokers\`).
 
 \`streamscore config\` prints the configuration that results. An invalid configuration (an unknown key in the file, a value of the wrong type or out of range, an unreadable file, no brokers for \`run\`) stops every command with exit code 78 (EX_CONFIG) and a message naming each wrong key, where its value came from, and the variable or file entry to fix.

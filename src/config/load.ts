@@ -161,7 +161,11 @@ export function loadConfig(options: LoadConfigOptions = {}): StreamscoreConfig {
 }
 
 /** STREAMSCORE_* variables that are not configuration keys but are read elsewhere. */
-const OTHER_VARIABLES = new Set(['STREAMSCORE_CONFIG', 'STREAMSCORE_TEST_BROKERS']);
+const OTHER_VARIABLES = new Set([
+  'STREAMSCORE_CONFIG',
+  'STREAMSCORE_TEST_BROKERS',
+  'STREAMSCORE_TEST_REGISTRY',
+]);
 
 /** A mistyped variable would otherwise leave its default silently in place. */
 function rejectUnknownVariables(env: NodeJS.ProcessEnv, keys: ConfigKey[]): void {

@@ -94,7 +94,13 @@ describe('loadConfig', () => {
     );
     expect(err.message).toContain('did you mean STREAMSCORE_BATCHING_MAX_BATCH_SIZE?');
     expect(() =>
-      loadConfig({ env: { STREAMSCORE_TEST_BROKERS: 'x:1', PATH: '/bin' } }),
+      loadConfig({
+        env: {
+          STREAMSCORE_TEST_BROKERS: 'x:1',
+          STREAMSCORE_TEST_REGISTRY: 'http://x:1/apis/ccompat/v7',
+          PATH: '/bin',
+        },
+      }),
     ).not.toThrow();
   });
 
