@@ -26,3 +26,4 @@ export type { ModelRunner, ModelInfo, TensorSpec, PackedBatch } from './model/ty
 export type { RecordSource, RecordSink, InboundRecord, OutboundRecord } from './kafka/types.js';
 export { KafkajsSource, KafkajsSink, createKafka, ensureTopics } from './kafka/kafkajs.js';
 export { StreamscoreError, type ErrorCode, type ErrorCategory } from './errors.js';
+export * from './client/index.js';
