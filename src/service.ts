@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { AvroCodec } from './codec/avro.js';
+import { TopicCodecs } from './codec/topics.js';
 import { requireBrokers } from './config/load.js';
 import type { StreamscoreConfig } from './config/schema.js';
 import { Readiness } from './http/readiness.js';
@@ -10,7 +10,7 @@ import { checkTopics, createKafka, KafkajsSink, KafkajsSource } from './kafka/ka
 import { ModelReloader, type ReloadResult } from './model/reloader.js';
 import { Rollout, RolloutError, type RolloutEvent } from './model/rollout.js';
 import { SwappableModel } from './model/swappable.js';
-import { startServing } from './serving.js';
+import { checkMappings, startServing } from './serving.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
 import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
@@ -176,14 +176,22 @@ async function startWorker(
   { log, onFatal }: StartServiceOptions,
   { sdk, readiness }: Observability,
 ): Promise<Omit<Service, 'readiness' | 'http'>> {
+  // Schemas, mappings and the registry first: their mistakes fail before models load.
+  const codecs = await TopicCodecs.create(config, { log });
   const serving = await startServing(config, { log });
+  try {
+    checkMappings(codecs, serving, config);
+  } catch (err) {
+    await serving.dispose();
+    throw err;
+  }
   const { model, rollout, catalog, batchSize, modelDir } = serving;
   const ready = (async () => {
     readiness.modelWarmed();
     const kafka = createKafka(config.kafka, log);
     await checkTopics(kafka, [
       ...config.topics.requests,
-      config.topics.results,
+      ...new Set([config.topics.results, ...codecs.resultTopics]),
       config.topics.deadLetter,
       ...[config.topics.failed, config.topics.shadow, config.topics.events].filter(
         (t): t is string => t !== null,
@@ -235,7 +243,7 @@ async function startWorker(
   const worker = new InferenceWorker({
     source,
     sink,
-    codec: new AvroCodec({ resultFloatEncoding: config.output.floatEncoding }),
+    codecs,
     model,
     log,
     metrics,

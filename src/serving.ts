@@ -1,3 +1,4 @@
+import type { TopicCodecs } from './codec/topics.js';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { StreamscoreConfig } from './config/schema.js';
@@ -361,4 +362,25 @@ async function chooseBatchSize(
     'batch size autotuned',
   );
   return chosen;
+}
+
+/**
+ * Fails the start, naming the field, when a field mapping cannot feed or read a model version its
+ * topic can reach: the topic's model by policy, and for model.name also its canary and pinned
+ * versions. A version hot-swapped in later is checked when its first request comes (MODEL_INVALID).
+ */
+export function checkMappings(
+  codecs: TopicCodecs,
+  serving: Serving,
+  config: StreamscoreConfig,
+): void {
+  for (const mapping of codecs.mappings) {
+    const { runner } = serving.catalog.resolve(mapping.topic, mapping.model, null);
+    const reachable = [runner.info];
+    if (runner.info.name === config.model.name) {
+      reachable.push(...serving.extras.versions.map((v) => v.info));
+      if (serving.canary) reachable.push(serving.canary.info);
+    }
+    for (const info of reachable) mapping.check(info);
+  }
 }

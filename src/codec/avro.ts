@@ -108,11 +108,15 @@ export class AvroCodec implements InferenceCodec {
     this.resultEncoding = options.resultFloatEncoding ?? 'array';
   }
 
+  get types(): AvroSchemas {
+    return this.schemas;
+  }
+
   decodeRequest(value: Buffer): InferenceRequest {
-    let wire: Omit<InferenceRequest, 'inputs'> & { inputs: WireTensor[] };
+    let wire: unknown;
     try {
       // fromBuffer also rejects trailing bytes, which catches most wrong-schema payloads.
-      wire = this.schemas.request.fromBuffer(value) as typeof wire;
+      wire = this.schemas.request.fromBuffer(value);
     } catch (err) {
       throw new StreamscoreError(
         'DECODE_FAILED',
@@ -120,6 +124,12 @@ export class AvroCodec implements InferenceCodec {
         { cause: err },
       );
     }
+    return this.requestFromValue(wire);
+  }
+
+  /** An InferenceRequest record as avsc read it (with any resolver) → the worker's request. */
+  requestFromValue(value: unknown): InferenceRequest {
+    const wire = value as Omit<InferenceRequest, 'inputs'> & { inputs: WireTensor[] };
     return {
       id: wire.id,
       model: wire.model,
@@ -138,10 +148,7 @@ export class AvroCodec implements InferenceCodec {
 
   encodeResult(result: InferenceResult): Buffer {
     try {
-      return this.schemas.result.toBuffer({
-        ...result,
-        outputs: result.outputs.map((t) => tensorToWire(t, this.resultEncoding)),
-      });
+      return this.schemas.result.toBuffer(this.resultValue(result));
     } catch (err) {
       throw new StreamscoreError(
         'ENCODE_FAILED',
@@ -151,6 +158,14 @@ export class AvroCodec implements InferenceCodec {
         },
       );
     }
+  }
+
+  /** The result as the InferenceResult record's Avro value. */
+  resultValue(result: InferenceResult): unknown {
+    return {
+      ...result,
+      outputs: result.outputs.map((t) => tensorToWire(t, this.resultEncoding)),
+    };
   }
 
   decodeResult(value: Buffer): InferenceResult {

@@ -245,8 +245,13 @@ export class RequestTracing {
   sending(
     records: readonly InboundRecord[],
     outs: readonly (OutboundRecord | null)[],
-    resultTopic: string,
+    /** Result topics (a dead letter is not a result); a string names the only one. */
+    resultTopics: string | ReadonlySet<string>,
   ): void {
+    const isResult =
+      typeof resultTopics === 'string'
+        ? (topic: string) => topic === resultTopics
+        : (topic: string) => resultTopics.has(topic);
     const links: Link[] = [];
     const linked: InboundRecord[] = [];
     const topics = new Set<string>();
@@ -254,7 +259,7 @@ export class RequestTracing {
       const span = this.spans.get(records[i]!);
       const out = outs[i];
       if (!span || !out) continue;
-      if (out.topic === resultTopic) {
+      if (isResult(out.topic)) {
         propagation.inject(trace.setSpan(ROOT_CONTEXT, span), out.headers, headerSetter);
       }
       if (!span.isRecording()) continue;

@@ -1,6 +1,12 @@
 import { BatchDriver, BatchPolicy, systemClock, type Clock } from '../batching/index.js';
 import { toExample, type ExampleValues } from '../codec/examples.js';
-import type { InferenceCodec, InferenceRequest, InferenceResult } from '../codec/types.js';
+import type {
+  InferenceCodec,
+  InferenceRequest,
+  InferenceResult,
+  RequestCodecs,
+  TopicCodec,
+} from '../codec/types.js';
 import { asStreamscoreError, categoryOf, StreamscoreError } from '../errors.js';
 import type {
   BatchControl,
@@ -56,7 +62,10 @@ export interface WorkerOptions {
 export interface WorkerDeps {
   source: RecordSource;
   sink: RecordSink;
-  codec: InferenceCodec;
+  /** One codec for every topic, results to options.resultTopic. Ignored when `codecs` is given. */
+  codec?: InferenceCodec;
+  /** A codec per request topic (framing, field mappings) and where its results go. */
+  codecs?: RequestCodecs;
   model: ModelRunner;
   options: WorkerOptions;
   clock?: Clock;
@@ -87,6 +96,8 @@ export interface WorkerDeps {
 export interface PendingRequest {
   record: InboundRecord;
   request: InferenceRequest;
+  /** Its topic's codec: encodes the result and says where it goes. */
+  codec: TopicCodec;
   /** The model (version) that scores it. */
   runner: ModelRunner;
   /** Reached by policy (no version named) on the default model: canary routing applies. */
@@ -111,7 +122,9 @@ export class InferenceWorker {
   readonly metrics: WorkerMetrics;
   private readonly source: RecordSource;
   private readonly sink: RecordSink;
-  private readonly codec: InferenceCodec;
+  private readonly codecs: RequestCodecs;
+  /** Topics results are written to (every topic's resultTopic), told apart from dead letters. */
+  private readonly resultTopics: Set<string>;
   private readonly model: ModelRunner;
   private readonly options: WorkerOptions;
   private readonly clock: Clock;
@@ -139,7 +152,8 @@ export class InferenceWorker {
   constructor(deps: WorkerDeps) {
     this.source = deps.source;
     this.sink = deps.sink;
-    this.codec = deps.codec;
+    this.codecs = deps.codecs ?? singleCodec(deps.codec, deps.options.resultTopic);
+    this.resultTopics = new Set([deps.options.resultTopic, ...(deps.codecs?.resultTopics ?? [])]);
     this.model = deps.model;
     this.options = deps.options;
     this.clock = deps.clock ?? systemClock;
@@ -307,7 +321,16 @@ export class InferenceWorker {
     this.log.info({ partitions }, 'partitions assigned');
   }
 
-  private async onRecords(records: InboundRecord[], _control: BatchControl): Promise<void> {
+  private async onRecords(records: InboundRecord[], control: BatchControl): Promise<void> {
+    if (this.codecs.prepare) {
+      try {
+        // Writer schemas of framed records; waits while the registry is away.
+        await this.codecs.prepare(records, () => this.stopping || control.isStale());
+      } catch (err) {
+        if (this.stopping || control.isStale()) return; // not tracked: read again by the owner
+        throw err;
+      }
+    }
     this.metrics.received(records.length);
     const deadLetters: { record: InboundRecord; out: OutboundRecord }[] = [];
     for (const record of records) {
@@ -389,7 +412,8 @@ export class InferenceWorker {
         `record value is ${value.length} bytes, over limits.maxPayloadBytes=${this.options.maxPayloadBytes}`,
       );
     }
-    const request = this.codec.decodeRequest(value);
+    const codec = this.codecs.forTopic(record.topic);
+    const request = codec.decodeRequest(value);
     this.tracing?.identified(record, request.id);
     try {
       const { runner, byPolicy } = this.catalog.resolve(
@@ -397,7 +421,9 @@ export class InferenceWorker {
         request.model,
         request.modelVersion,
       );
+      if (request.mapping) request.inputs = request.mapping.inputsFor(request, runner.info);
       return {
+        codec,
         record,
         request,
         runner,
@@ -456,7 +482,7 @@ export class InferenceWorker {
     const replacements: OutboundRecord[] = [];
     for (const refused of records) {
       const origin = refused.origin;
-      if (origin && refused.topic === this.options.resultTopic) {
+      if (origin && this.resultTopics.has(refused.topic)) {
         const requestId = refused.headers[HEADER.correlationId];
         replacements.push(
           this.deadLetter(
@@ -811,10 +837,10 @@ export class InferenceWorker {
       sentAt: Math.round(this.clock.now()),
     };
     return {
-      topic: this.options.resultTopic,
+      topic: pending.codec.resultTopic,
       origin: pending.record,
       key: pending.record.key,
-      value: this.codec.encodeResult(result),
+      value: pending.codec.encodeResult(result, pending.request, info),
       headers: {
         [HEADER.correlationId]: pending.request.id,
         [HEADER.model]: info.name,
@@ -837,17 +863,18 @@ export class InferenceWorker {
     if (this.transactions) {
       const meta = new Map(answered?.map((p) => [p.record, p]));
       const sent = out.map((o) => this.withinRecordLimit(o));
-      this.tracing?.sending(records, sent, this.options.resultTopic);
+      this.tracing?.sending(records, sent, this.resultTopics);
       this.transactions.deliver(
         records.map((record, i) => {
-          const isResult = sent[i]?.topic === this.options.resultTopic;
-          return { record, out: sent[i] ?? null, meta: isResult ? meta.get(record) : undefined };
+          const out = sent[i];
+          const isResult = out != null && this.resultTopics.has(out.topic);
+          return { record, out: out ?? null, meta: isResult ? meta.get(record) : undefined };
         }),
       );
       return;
     }
     const tracing = this.tracing;
-    tracing?.sending(records, out, this.options.resultTopic);
+    tracing?.sending(records, out, this.resultTopics);
     try {
       await this.sender.send(out);
     } catch (err) {
@@ -965,4 +992,16 @@ function meanAbsDiff(a: ArrayLike<number> | undefined, b: ArrayLike<number> | un
   let sum = 0;
   for (let i = 0; i < a.length; i++) sum += Math.abs(a[i]! - b[i]!);
   return a.length === 0 ? 0 : sum / a.length;
+}
+
+/** One codec for every topic (the worker's default when no per-topic codecs are given). */
+function singleCodec(codec: InferenceCodec | undefined, resultTopic: string): RequestCodecs {
+  if (!codec) throw new Error('InferenceWorker needs deps.codec or deps.codecs');
+  const topicCodec: TopicCodec = {
+    topic: '*',
+    resultTopic,
+    decodeRequest: (value) => codec.decodeRequest(value),
+    encodeResult: (result) => codec.encodeResult(result),
+  };
+  return { forTopic: () => topicCodec };
 }
