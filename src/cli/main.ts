@@ -5,6 +5,7 @@ import { isStreamscoreError } from '../errors.js';
 import { createKafka, ensureTopics } from '../kafka/kafkajs.js';
 import { startService } from '../service.js';
 import { registerModelCommands } from './models.js';
+import { registerReplayCommand } from './replay.js';
 import { createLogger } from '../telemetry/logger.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -136,6 +137,7 @@ export function buildProgram(): Command {
     });
 
   registerModelCommands(program);
+  registerReplayCommand(program);
 
   return program;
 }

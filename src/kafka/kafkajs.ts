@@ -62,7 +62,8 @@ function toHeaders(headers: IHeaders | undefined): RecordHeaders {
   return out;
 }
 
-function toRecord(topic: string, partition: number, message: KafkaMessage): InboundRecord {
+/** A kafkajs message as the worker sees it (also used by `streamscore replay`). */
+export function toRecord(topic: string, partition: number, message: KafkaMessage): InboundRecord {
   return {
     topic,
     partition,
