@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { configKeys, loadConfig, type StreamscoreConfig } from '../../src/config/index.js';
+import { APICURIO_VERSION } from '../../src/registry/local-registry.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
@@ -305,6 +306,15 @@ describe('docker-compose.yml', () => {
   it('runs the Kafka version the integration tests run (kafka/pom.xml)', () => {
     const version = /<kafka\.version>([^<]+)<\/kafka\.version>/.exec(read('kafka/pom.xml'))?.[1];
     expect(services[kafkaName]!.image).toBe(`apache/kafka:${version}`);
+  });
+
+  it('runs the Schema Registry version the integration tests run (src/registry/local-registry.ts)', () => {
+    const registries = Object.values(services).filter((s) =>
+      s.image?.startsWith('apicurio/apicurio-registry:'),
+    );
+    expect(registries.map((s) => s.image)).toEqual([
+      `apicurio/apicurio-registry:${APICURIO_VERSION}`,
+    ]);
   });
 });
 
