@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ScoringClient } from '../../src/client/scoring-client.js';
 import { ScoringError } from '../../src/client/errors.js';
-import { clientCodecFor } from '../../src/cli/temporary-client-codec.js';
+import { clientCodecFor } from '../../src/codec/topics.js';
 import { loadConfig, type StreamscoreConfig } from '../../src/config/index.js';
 import { loadDigitsDataset } from '../../src/model/digits-data.js';
 import { startService, type Service } from '../../src/service.js';
@@ -20,13 +20,15 @@ describe('ScoringClient against a real worker', () => {
   const { heldOut } = loadDigitsDataset();
   let topics: Record<'requests' | 'results' | 'deadLetter' | 'unserved', string>;
   let config: StreamscoreConfig;
+  /** What the clients know: the worker's topics and one more that nobody serves. */
+  let clientConfig: StreamscoreConfig;
   let service: Service;
   const clients: ScoringClient[] = [];
 
   const connect = async (topic: string, timeoutMs?: number) => {
     const client = await ScoringClient.connect({
       kafka: testKafka(brokers, 'streamscore-test-client'),
-      codec: await clientCodecFor(config, topic),
+      codec: await clientCodecFor(clientConfig, topic),
       deadLetterTopic: config.topics.deadLetter,
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
     });
@@ -65,6 +67,10 @@ describe('ScoringClient against a real worker', () => {
         http: { port: 0 },
       },
     });
+    clientConfig = {
+      ...config,
+      topics: { ...config.topics, requests: [topics.requests, topics.unserved] },
+    };
     service = await startService(config, { log: silentLogger });
   });
 
