@@ -45,6 +45,9 @@ const CCOMPAT_PATH = '/apis/ccompat/v7';
 const READY_TIMEOUT_MS = 60_000;
 const STOP_GRACE_MS = 10_000;
 
+/** Numbers this process's run directories: two registries may start in the same millisecond. */
+let runCount = 0;
+
 export interface EnsureRegistryOptions {
   /** Where the distribution is unpacked. Default: `<repo>/.cache/apicurio/<version>`. */
   cacheDir?: string;
@@ -56,7 +59,7 @@ export interface LocalRegistryOptions {
   port?: number;
   /** JVM max heap in MiB. Default: 384. */
   heapMb?: number;
-  /** A fresh directory for the log. Default: `<repo>/.cache/apicurio/run-<timestamp>-<pid>`. */
+  /** A fresh directory for the log. Default: `<repo>/.cache/apicurio/run-<timestamp>-<pid>-<n>`. */
   runDir?: string;
   log?: Log;
 }
@@ -288,9 +291,9 @@ export async function startLocalRegistry(opts: LocalRegistryOptions = {}): Promi
 
   const cacheRoot = path.join(root, '.cache', 'apicurio');
   // Removes run directories left by Node processes that have exited; a live owner keeps its own.
-  if (opts.runDir === undefined) await pruneDeadOwners(cacheRoot, /^run-\d+-(\d+)$/);
+  if (opts.runDir === undefined) await pruneDeadOwners(cacheRoot, /^run-\d+-(\d+)(?:-\d+)?$/);
   const runDir = path.resolve(
-    opts.runDir ?? path.join(cacheRoot, `run-${Date.now()}-${process.pid}`),
+    opts.runDir ?? path.join(cacheRoot, `run-${Date.now()}-${process.pid}-${++runCount}`),
   );
   await mkdir(runDir, { recursive: true });
   const logFile = path.join(runDir, 'registry.log');
