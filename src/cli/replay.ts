@@ -370,6 +370,19 @@ async function readRanges(
         if (BigInt(lastOffset) >= range.to - 1n) complete(partition);
       };
       signal?.addEventListener('abort', () => resolve(), { once: true });
+      // On every (re)join, before anything is fetched: the group has no offsets, so each open
+      // partition starts where its range still starts; the other partitions are not read.
+      consumer.on(consumer.events.GROUP_JOIN, () => {
+        try {
+          for (const [partition] of open) {
+            consumer.seek({ topic, partition, offset: next.get(partition)!.toString() });
+          }
+          const others = partitions.filter((p) => !open.has(p));
+          if (others.length > 0) consumer.pause([{ topic, partitions: others }]);
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
       consumer.on(consumer.events.CRASH, ({ payload }) => {
         if (!payload.restart) reject(payload.error);
       });
@@ -403,14 +416,7 @@ async function readRanges(
             reached(batch.partition, batch.lastOffset());
           },
         })
-        .then(() => {
-          // The group has no offsets: start where each range starts, skip the other partitions.
-          for (const [partition, range] of open) {
-            consumer.seek({ topic, partition, offset: range.from.toString() });
-          }
-          const others = partitions.filter((p) => !open.has(p));
-          if (others.length > 0) consumer.pause([{ topic, partitions: others }]);
-        }, reject);
+        .catch(reject);
     });
   } finally {
     await consumer.disconnect();
