@@ -313,7 +313,7 @@ export class FieldMapping {
     if (kind.base !== 'number' && kind.base !== 'boolean') {
       throw this.invalid(
         `${at}.field`,
-        `field "${entry.field}" is ${kind.base === 'other' ? 'not a number' : `a ${kind.base}`}; give a vocabulary to one-hot encode it${card ? ` (the card's feature "${featureName}" is numeric)` : ''}`,
+        `field "${entry.field}" is ${kind.base === 'other' ? 'not a number' : `a ${kind.base}`}; give a vocabulary to one-hot encode it`,
       );
     }
     if (kind.nullable && entry.ifNull === undefined) {
