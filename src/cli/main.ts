@@ -6,6 +6,7 @@ import { createKafka, ensureTopics } from '../kafka/kafkajs.js';
 import { startService } from '../service.js';
 import { registerModelCommands } from './models.js';
 import { registerReplayCommand } from './replay.js';
+import { registerScoreCommand } from './score.js';
 import { createLogger } from '../telemetry/logger.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -138,6 +139,7 @@ export function buildProgram(): Command {
 
   registerModelCommands(program);
   registerReplayCommand(program);
+  registerScoreCommand(program);
 
   return program;
 }

@@ -497,6 +497,35 @@ export function readRecords(file: string, opts: ReadRecordsOptions): AsyncGenera
   }
 }
 
+/** How many records the file holds (a pass over it without conversion), for progress and ETA. */
+export async function countRecords(file: string): Promise<number> {
+  let count = 0;
+  switch (recordFileFormat(file)) {
+    case 'jsonl': {
+      const lines = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
+      for await (const text of lines) if (text.trim() !== '') count++;
+      return count;
+    }
+    case 'csv': {
+      const parser = createReadStream(file).pipe(parseCsv({ bom: true, skip_empty_lines: true }));
+      for await (const _row of parser as AsyncIterable<unknown>) count++;
+      return Math.max(0, count - 1); // the header row
+    }
+    case 'avro': {
+      const decoder = avro.createFileDecoder(file);
+      try {
+        for await (const _value of decoder as AsyncIterable<unknown>) count++;
+      } catch (err) {
+        throw new RecordFileError(
+          `${path.basename(file)}: not a readable Avro file: ${(err as Error).message}`,
+          file,
+        );
+      }
+      return count;
+    }
+  }
+}
+
 // --- output --------------------------------------------------------------------------------------
 
 /**
