@@ -1,7 +1,9 @@
 /**
  * Scoring without Kafka, through the very InferenceWorker the service runs: the same decoding,
  * validation, model routing (catalog, canary), batching, encoding and dead letters, with the
- * models started as the service starts them (`startServing`). Only the edges differ: records are
+ * codecs (`TopicCodecs`: Schema Registry framing, field mappings) and the models started as the
+ * service starts them (`startServing`). A record's topic picks its codec, so it must be one of
+ * topics.requests (any other is dead-lettered, DECODE_FAILED). Only the edges differ: records are
  * pushed into an in-memory RecordSource and answers are caught on their way to the RecordSink.
  *
  * `startLocalPipeline` is what `streamscore score --local` uses: records in, one outcome per
@@ -13,7 +15,8 @@
  * consumer group: its result or dead letter was acknowledged by the sink, or it was left out
  * because nothing of it could be sent (over kafka.maxRecordBytes even without its value).
  */
-import { AvroCodec } from '../codec/avro.js';
+import { TopicCodecs } from '../codec/topics.js';
+import type { RequestCodecs, TopicCodec } from '../codec/types.js';
 import type { StreamscoreConfig } from '../config/schema.js';
 import type {
   BatchControl,
@@ -26,7 +29,7 @@ import type {
   TopicPartitionOffset,
 } from '../kafka/types.js';
 import type { ModelInfo } from '../model/types.js';
-import { startServing } from '../serving.js';
+import { checkMappings, startServing } from '../serving.js';
 import type { Logger } from '../telemetry/logger.js';
 import { HEADER } from '../worker/headers.js';
 import { InferenceWorker } from '../worker/worker.js';
@@ -134,8 +137,17 @@ export async function startPipeline(
   options: PipelineOptions,
 ): Promise<Pipeline> {
   const { log } = options;
+  // As the service starts: codecs first (their mistakes fail before models load), then the models.
+  const topicCodecs = await TopicCodecs.create(config, { log });
   const serving = await startServing(config, { log });
+  try {
+    checkMappings(topicCodecs, serving, config);
+  } catch (err) {
+    await serving.dispose();
+    throw err;
+  }
   const resultTopic = options.resultTopic ?? config.topics.results;
+  const codecs = options.resultTopic ? resultsInto(topicCodecs, resultTopic) : topicCodecs;
   const answers = new Answers();
   const source = new MemorySource({
     onCommit: (offsets) => answers.committed(offsets),
@@ -149,7 +161,7 @@ export async function startPipeline(
     worker = new InferenceWorker({
       source,
       sink,
-      codec: new AvroCodec({ resultFloatEncoding: config.output.floatEncoding }),
+      codecs,
       model: serving.model,
       log,
       rollout: serving.rollout,
@@ -200,6 +212,33 @@ export async function startPipeline(
       })();
       return closed;
     },
+  };
+}
+
+/**
+ * The service's codecs with every topic's results sent to `topic` instead (replay --into): the
+ * same decoding, mapping and result encoding (framed with the result schema id registered for
+ * the configured result topic, when that one is framed).
+ */
+function resultsInto(codecs: RequestCodecs, topic: string): RequestCodecs {
+  const redirected = new Map<TopicCodec, TopicCodec>();
+  return {
+    forTopic(requestTopic) {
+      const codec = codecs.forTopic(requestTopic);
+      let into = redirected.get(codec);
+      if (!into) {
+        into = {
+          topic: codec.topic,
+          resultTopic: topic,
+          decodeRequest: (value) => codec.decodeRequest(value),
+          encodeResult: (result, request, info) => codec.encodeResult(result, request, info),
+        };
+        redirected.set(codec, into);
+      }
+      return into;
+    },
+    resultTopics: [topic],
+    ...(codecs.prepare ? { prepare: (records, abandon) => codecs.prepare!(records, abandon) } : {}),
   };
 }
 

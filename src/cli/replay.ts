@@ -138,6 +138,14 @@ export async function runReplay(flags: ReplayFlags, io: ReplayIo): Promise<numbe
       },
     });
     requireBrokers(config);
+    if (!config.topics.requests.includes(flags.topic)) {
+      // Its codec (framing, field mapping) and default model come from the configuration.
+      throw new StreamscoreError(
+        'CONFIG_INVALID',
+        `--topic ${flags.topic} is not one of topics.requests (${config.topics.requests.join(', ')}); replay reads a request topic as the worker does`,
+        { details: { key: 'topics.requests' } },
+      );
+    }
   } catch (err) {
     return failure(err, io);
   }
