@@ -7,6 +7,7 @@ import { startService } from '../service.js';
 import { registerModelCommands } from './models.js';
 import { registerReplayCommand } from './replay.js';
 import { registerScoreCommand } from './score.js';
+import { registerProduceCommand } from './produce.js';
 import { createLogger } from '../telemetry/logger.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -140,6 +141,7 @@ export function buildProgram(): Command {
   registerModelCommands(program);
   registerReplayCommand(program);
   registerScoreCommand(program);
+  registerProduceCommand(program);
 
   return program;
 }
