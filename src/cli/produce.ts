@@ -78,7 +78,8 @@ export class TokenBucket {
   /** Takes up to `wanted` whole tokens; returns how many it took. */
   take(wanted: number, now: number): number {
     this.refill(now);
-    const granted = Math.min(wanted, Math.floor(this.tokens));
+    // The epsilon keeps float rounding (0.1 + 0.2 …) from withholding a whole token.
+    const granted = Math.min(wanted, Math.floor(this.tokens + 1e-9));
     this.tokens -= granted;
     return granted;
   }
@@ -86,7 +87,7 @@ export class TokenBucket {
   /** Milliseconds until the next whole token. */
   waitMs(now: number): number {
     this.refill(now);
-    return this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) / this.rate) * 1000);
+    return this.tokens + 1e-9 >= 1 ? 0 : Math.ceil(((1 - this.tokens) / this.rate) * 1000);
   }
 }
 
