@@ -53,7 +53,7 @@ export class Progress {
       this.bar = new cliProgress.SingleBar(
         {
           stream: options.stream ?? process.stderr,
-          format: `${options.label} [{bar}] {percentage}% | {value}/{total} ${options.unit} | {rate}/s | ETA {eta} {notes}`,
+          format: `${options.label} [{bar}] {percentage}% | {value}/{total} ${options.unit} | {rate}/s | ETA {left}{notes}`,
           hideCursor: true,
         },
         cliProgress.Presets.shades_classic,
@@ -85,7 +85,12 @@ export class Progress {
   }
 
   private payload() {
-    return { rate: number(this.rate()), eta: duration(this.eta()), notes: this.notes };
+    // Not `eta`: cli-progress fills that token itself (in seconds, from its own samples).
+    return {
+      rate: number(this.rate()),
+      left: duration(this.eta()),
+      notes: this.notes === '' ? '' : ` | ${this.notes}`,
+    };
   }
 
   /** `score: 50,000/100,000 records (50.0 %), 4,210/s, ETA 12 s; 3 dead-lettered` */

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ScoringClient } from '../../src/client/scoring-client.js';
 import { ScoringError } from '../../src/client/errors.js';
+import { AvroCodec } from '../../src/codec/avro.js';
 import { clientCodecFor } from '../../src/codec/topics.js';
 import { loadConfig, type StreamscoreConfig } from '../../src/config/index.js';
 import { loadDigitsDataset } from '../../src/model/digits-data.js';
@@ -129,6 +130,38 @@ describe('ScoringClient against a real worker', () => {
     expect(err).toBeInstanceOf(ScoringError);
     expect(err.code).toBe('TIMEOUT');
     expect(client.inFlight).toBe(0);
+  });
+
+  it('reads an answer written the moment connect() resolved, before its request even went out', async () => {
+    const client = await connect(topics.unserved);
+    const call = client.score({ id: 'early', ...request(5) });
+    const now = Date.now();
+    const producer = testKafka(brokers).producer();
+    await producer.connect();
+    await producer.send({
+      topic: topics.results,
+      messages: [
+        {
+          key: 'early',
+          value: new AvroCodec().encodeResult({
+            id: 'early',
+            model: 'digits',
+            modelVersion: '1',
+            outputs: [],
+            label: '7',
+            labelIndex: 7,
+            score: 0.9,
+            requestedAt: now,
+            receivedAt: now,
+            inferredAt: now,
+            sentAt: now,
+          }),
+          headers: { [HEADER.correlationId]: 'early' },
+        },
+      ],
+    });
+    await producer.disconnect();
+    await expect(call).resolves.toMatchObject({ id: 'early', label: '7' });
   });
 
   it('close() rejects what is still waiting with CLIENT_CLOSED', async () => {
