@@ -34,10 +34,17 @@ interface TopicEnd {
   offset: string;
 }
 
-/** The end offset of every partition of `topics`; TOPIC_MISSING names a topic that is not there. */
-async function endOffsets(admin: Admin, topics: readonly string[]): Promise<TopicEnd[]> {
+/**
+ * The end offset of every partition of `topics`; TOPIC_MISSING names one of them or of
+ * `alsoRequired` that is not there.
+ */
+async function endOffsets(
+  admin: Admin,
+  topics: readonly string[],
+  alsoRequired: readonly string[],
+): Promise<TopicEnd[]> {
   const existing = new Set(await admin.listTopics());
-  const missing = topics.filter((t) => !existing.has(t));
+  const missing = [...alsoRequired, ...topics].filter((t) => !existing.has(t));
   if (missing.length > 0) {
     throw new StreamscoreError('TOPIC_MISSING', `topic(s) not found: ${missing.join(', ')}`, {
       details: { topics: missing },
@@ -109,14 +116,13 @@ export function kafkajsTransport(options: ScoringClientOptions): ScoringTranspor
     async start(onAnswer) {
       try {
         const admin = kafka.admin();
-        let ends: TopicEnd[];
+        let answerEnds: TopicEnd[];
         await admin.connect();
         try {
-          ends = await endOffsets(admin, [options.codec.topic, ...answerTopics]);
+          answerEnds = await endOffsets(admin, answerTopics, [options.codec.topic]);
         } finally {
           await admin.disconnect();
         }
-        const answerEnds = ends.filter((e) => answerTopics.includes(e.topic));
 
         producer = kafka.producer({
           // The Java client's partitioner: a key lands where other clients would put it.

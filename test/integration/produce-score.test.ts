@@ -20,7 +20,7 @@ const brokers = inject('kafkaBrokers');
 const PAYMENTS = path.join(REPO_ROOT, 'data/payments/payments.jsonl');
 
 describe('produce and score through Kafka', () => {
-  let topics: Record<'digits' | 'payments' | 'scores' | 'results' | 'dlq', string>;
+  let topics: Record<'digits' | 'payments' | 'scores' | 'results' | 'dlq' | 'idle', string>;
   let config: StreamscoreConfig;
   let env: Record<string, string>;
   let service: Service;
@@ -32,7 +32,7 @@ describe('produce and score through Kafka', () => {
     topics = await freshTopics(
       brokers,
       'produce-score',
-      ['digits', 'payments', 'scores', 'results', 'dlq'],
+      ['digits', 'payments', 'scores', 'results', 'dlq', 'idle'],
       3,
     );
     // The same configuration for the worker and the commands, as files and variables would give.
@@ -77,13 +77,13 @@ describe('produce and score through Kafka', () => {
     await remove?.();
   });
 
-  function io() {
+  function io(extraEnv: Record<string, string> = {}) {
     const written = { stdout: '', stderr: '' };
     const value: BatchIo = {
       stdout: (text) => (written.stdout += text),
       stderr: (text) => (written.stderr += text),
       isTTY: false,
-      env,
+      env: { ...env, ...extraEnv },
     };
     return { io: value, written };
   }
@@ -152,5 +152,27 @@ describe('produce and score through Kafka', () => {
     const codec = await clientCodecFor(config, topics.payments);
     expect(codec.resultTopic).toBe(topics.scores);
     expect(written.stdout).toMatch(/scored 300 records .*: 300 results, 0 dead letters/);
+  });
+
+  it('score (Kafka): stops at the first request without an answer; the output stays resumable', async () => {
+    const input = path.join(dir, 'idle.jsonl');
+    const request = { inputs: [{ name: 'pixels', shape: [64], data: new Array(64).fill(0.5) }] };
+    await writeFile(input, `${JSON.stringify(request)}\n`.repeat(5));
+    const out = path.join(dir, 'idle.scores.jsonl');
+    // The command knows a topic the worker does not read: nobody answers it.
+    const { io: run, written } = io({
+      STREAMSCORE_TOPICS_REQUESTS: `${topics.digits},${topics.payments},${topics.idle}`,
+    });
+    const code = await runScore(
+      input,
+      { topic: topics.idle, out, timeout: 1000, logLevel: 'silent' },
+      run,
+    );
+    expect(code).toBe(1);
+    expect(written.stderr).toContain('streamscore: TIMEOUT: no answer to request idle.jsonl:0');
+    expect(written.stderr).toContain(
+      `${out} has 0 of 5 lines; run the same command again to resume`,
+    );
+    expect(await readFile(out, 'utf8')).toBe('');
   });
 });
