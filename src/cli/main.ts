@@ -100,19 +100,27 @@ export function buildProgram(): Command {
     });
 
   const topics = program.command('topics').description('manage the configured topics');
-  withConfig(topics.command('create'))
-    .description('create the request, result and dead-letter topics if they do not exist')
+  withConfig(topics.command('create [extra...]'))
+    .description(
+      'create the configured topics (requests, results — also those of mappings —, dead letters, failed, shadow, events) and any extra ones named, if they do not exist',
+    )
     .option('-p, --partitions <n>', 'partitions per topic', positiveInt, 4)
-    .action(async (flags: ConfigFlags & { partitions: number }) => {
+    .action(async (extra: string[], flags: ConfigFlags & { partitions: number }) => {
       try {
         const config = configFrom(flags);
         requireBrokers(config);
         const log = createLogger(config.log.level);
         const names = [
-          ...config.topics.requests,
-          config.topics.results,
-          config.topics.deadLetter,
-          ...(config.topics.failed ? [config.topics.failed] : []),
+          ...new Set([
+            ...config.topics.requests,
+            config.topics.results,
+            ...config.mappings.byTopic.flatMap((m) => (m.result.topic ? [m.result.topic] : [])),
+            config.topics.deadLetter,
+            ...[config.topics.failed, config.topics.shadow, config.topics.events].filter(
+              (t): t is string => t !== null,
+            ),
+            ...extra,
+          ]),
         ];
         const created = await ensureTopics(
           createKafka(config.kafka, log),

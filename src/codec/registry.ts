@@ -4,7 +4,7 @@
  * @kafkajs/confluent-schema-registry. Its errors become typed ones: an id the registry does not
  * know is the record's fault (dead-lettered); an unreachable registry is ours (retried).
  */
-import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import { SchemaRegistry } from '@kafkajs/confluent-schema-registry';
 import type avro from 'avsc';
 import { StreamscoreError } from '../errors.js';
 
@@ -42,6 +42,16 @@ export function frame(id: number, payload: Buffer): Buffer {
   out.writeInt32BE(id, 1);
   payload.copy(out, CONFLUENT_HEADER_BYTES);
   return out;
+}
+
+/** The part of @kafkajs/confluent-schema-registry's (mappersmith) API client used here. */
+interface SubjectApi {
+  Subject: {
+    register(args: {
+      subject: string;
+      body: { schema: string };
+    }): Promise<{ data(): { id: number } }>;
+  };
 }
 
 interface ResponseErrorLike {
@@ -84,11 +94,16 @@ export class ConfluentSchemaRegistry implements SchemaRegistryClient {
 
   async register(subject: string, schema: avro.Schema): Promise<number> {
     try {
-      const { id } = await this.client.register(
-        { type: SchemaType.AVRO, schema: JSON.stringify(schema) },
-        { subject },
-      );
-      return id;
+      // Not client.register(): that refuses unless the subject's compatibility level equals its
+      // own option (BACKWARD by default) and sets that level on a new subject, so it would fail
+      // on subjects configured otherwise and change users' registry settings. The same client's
+      // request for POST /subjects/{subject}/versions (pinned version) registers and nothing else.
+      const api = (this.client as unknown as { api: SubjectApi }).api;
+      const response = await api.Subject.register({
+        subject,
+        body: { schema: JSON.stringify(schema) },
+      });
+      return response.data().id;
     } catch (err) {
       const status = (err as ResponseErrorLike).status;
       if (status === 409 || status === 422) {
