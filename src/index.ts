@@ -27,3 +27,4 @@ export type { RecordSource, RecordSink, InboundRecord, OutboundRecord } from './
 export { KafkajsSource, KafkajsSink, createKafka, ensureTopics } from './kafka/kafkajs.js';
 export { StreamscoreError, type ErrorCode, type ErrorCategory } from './errors.js';
 export * from './client/index.js';
+export { clientCodecFor, TopicCodecs, type ClientCodec } from './codec/topics.js';
