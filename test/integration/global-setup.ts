@@ -11,7 +11,11 @@
  * Apicurio, http://127.0.0.1:8081 for Confluent's); otherwise a local Apicurio Registry
  * (src/registry/local-registry.ts) starts here, next to the broker. Tests read the URL with
  * `inject('registryUrl')`.
+ *
+ * The Python reference peer's venv (.cache/pyenv) is made here too when missing.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { TestProject } from 'vitest/node';
 import { startLocalBroker } from '../../src/kafka/local-broker.js';
 import { startLocalRegistry } from '../../src/registry/local-registry.js';
@@ -58,9 +62,27 @@ async function provideRegistry(project: TestProject): Promise<Stop | undefined> 
   return registry.stop;
 }
 
+/**
+ * The Python reference peer's venv (scripts/python-peer.sh: idempotent, instant when built), so
+ * `npm test` on a fresh machine needs no step of its own. Never fails the setup: the peer's tests
+ * say what is missing.
+ */
+async function preparePythonPeer(): Promise<undefined> {
+  try {
+    await promisify(execFile)('bash', ['scripts/python-peer.sh'], { timeout: 300_000 });
+  } catch (err) {
+    console.error(`[python-peer] scripts/python-peer.sh failed: ${(err as Error).message}`);
+  }
+  return undefined;
+}
+
 export default async function setup(project: TestProject): Promise<Stop | undefined> {
-  // Side by side, so the run waits only for the slower of the two.
-  const started = await Promise.allSettled([provideBrokers(project), provideRegistry(project)]);
+  // Side by side, so the run waits only for the slowest.
+  const started = await Promise.allSettled([
+    provideBrokers(project),
+    provideRegistry(project),
+    preparePythonPeer(),
+  ]);
   const stops = started.flatMap((result) =>
     result.status === 'fulfilled' && result.value !== undefined ? [result.value] : [],
   );
