@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { TopicCodecs } from './codec/topics.js';
 import { requireBrokers } from './config/load.js';
 import type { StreamscoreConfig } from './config/schema.js';
 import { Readiness } from './http/readiness.js';
@@ -10,7 +9,7 @@ import { checkTopics, createKafka, KafkajsSink, KafkajsSource } from './kafka/ka
 import { ModelReloader, type ReloadResult } from './model/reloader.js';
 import { Rollout, RolloutError, type RolloutEvent } from './model/rollout.js';
 import { SwappableModel } from './model/swappable.js';
-import { checkMappings, startServing } from './serving.js';
+import { startScoring } from './serving.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
 import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
@@ -176,15 +175,7 @@ async function startWorker(
   { log, onFatal }: StartServiceOptions,
   { sdk, readiness }: Observability,
 ): Promise<Omit<Service, 'readiness' | 'http'>> {
-  // Schemas, mappings and the registry first: their mistakes fail before models load.
-  const codecs = await TopicCodecs.create(config, { log });
-  const serving = await startServing(config, { log });
-  try {
-    checkMappings(codecs, serving, config);
-  } catch (err) {
-    await serving.dispose();
-    throw err;
-  }
+  const { codecs, serving } = await startScoring(config, { log });
   const { model, rollout, catalog, batchSize, modelDir } = serving;
   const ready = (async () => {
     readiness.modelWarmed();

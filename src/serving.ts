@@ -1,4 +1,4 @@
-import type { TopicCodecs } from './codec/topics.js';
+import { TopicCodecs } from './codec/topics.js';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { StreamscoreConfig } from './config/schema.js';
@@ -383,4 +383,24 @@ export function checkMappings(
     }
     for (const info of reachable) mapping.check(info);
   }
+}
+
+/**
+ * The codecs and the models, as the service and the local pipeline start them: codecs first
+ * (schema files, mappings and the registry fail before models load), then the models, then the
+ * mappings checked against every version they can reach (the models are freed if that fails).
+ */
+export async function startScoring(
+  config: StreamscoreConfig,
+  { log }: StartServingOptions,
+): Promise<{ codecs: TopicCodecs; serving: Serving }> {
+  const codecs = await TopicCodecs.create(config, { log });
+  const serving = await startServing(config, { log });
+  try {
+    checkMappings(codecs, serving, config);
+  } catch (err) {
+    await serving.dispose();
+    throw err;
+  }
+  return { codecs, serving };
 }

@@ -15,7 +15,6 @@
  * consumer group: its result or dead letter was acknowledged by the sink, or it was left out
  * because nothing of it could be sent (over kafka.maxRecordBytes even without its value).
  */
-import { TopicCodecs } from '../codec/topics.js';
 import type { RequestCodecs, TopicCodec } from '../codec/types.js';
 import type { StreamscoreConfig } from '../config/schema.js';
 import type {
@@ -29,7 +28,7 @@ import type {
   TopicPartitionOffset,
 } from '../kafka/types.js';
 import type { ModelInfo } from '../model/types.js';
-import { checkMappings, startServing } from '../serving.js';
+import { startScoring } from '../serving.js';
 import type { Logger } from '../telemetry/logger.js';
 import { HEADER } from '../worker/headers.js';
 import { InferenceWorker } from '../worker/worker.js';
@@ -137,15 +136,7 @@ export async function startPipeline(
   options: PipelineOptions,
 ): Promise<Pipeline> {
   const { log } = options;
-  // As the service starts: codecs first (their mistakes fail before models load), then the models.
-  const topicCodecs = await TopicCodecs.create(config, { log });
-  const serving = await startServing(config, { log });
-  try {
-    checkMappings(topicCodecs, serving, config);
-  } catch (err) {
-    await serving.dispose();
-    throw err;
-  }
+  const { codecs: topicCodecs, serving } = await startScoring(config, { log });
   const resultTopic = options.resultTopic ?? config.topics.results;
   const codecs = options.resultTopic ? resultsInto(topicCodecs, resultTopic) : topicCodecs;
   const answers = new Answers();

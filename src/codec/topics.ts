@@ -215,15 +215,7 @@ export class TopicCodecs implements RequestCodecs {
     options: TopicCodecsOptions = {},
   ): Promise<TopicCodecs> {
     const framed = new Set(config.registry.framed);
-    const registry =
-      options.registry ??
-      (config.registry.url
-        ? new ConfluentSchemaRegistry({
-            url: config.registry.url,
-            username: config.registry.username,
-            password: config.registry.password,
-          })
-        : null);
+    const registry = options.registry ?? registryFor(config);
     if (framed.size > 0 && !registry) {
       throw new StreamscoreError(
         'CONFIG_INVALID',
@@ -363,15 +355,7 @@ export async function clientCodecFor(
   const codecs = await TopicCodecs.create(config, { ...options, forClient: true });
   const codec = codecs.forTopic(topic);
   const framed = new Set(config.registry.framed);
-  const registry =
-    options.registry ??
-    (config.registry.url
-      ? new ConfluentSchemaRegistry({
-          url: config.registry.url,
-          username: config.registry.username,
-          password: config.registry.password,
-        })
-      : null);
+  const registry = options.registry ?? registryFor(config);
   const resultReader = new AvroReader(
     codec.resultType,
     framed.has(codec.resultTopic) ? registry : null,
@@ -397,6 +381,12 @@ export async function clientCodecFor(
       return resultReader.read(value) as Record<string, unknown>;
     },
   };
+}
+
+/** A client of registry.url, or null when none is configured. */
+function registryFor(config: StreamscoreConfig): SchemaRegistryClient | null {
+  const { url, username, password } = config.registry;
+  return url ? new ConfluentSchemaRegistry({ url, username, password }) : null;
 }
 
 function readSchemaFile(file: string, key: string): avro.Schema {

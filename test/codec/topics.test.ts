@@ -3,6 +3,7 @@ import avro from 'avsc';
 import { describe, expect, it } from 'vitest';
 import { frame, type SchemaRegistryClient } from '../../src/codec/registry.js';
 import { clientCodecFor, TopicCodecs } from '../../src/codec/topics.js';
+import type { InferenceResult } from '../../src/codec/types.js';
 import { loadConfig } from '../../src/config/index.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { StreamscoreError } from '../../src/errors.js';
@@ -89,6 +90,23 @@ const payment = {
   accountAgeDays: 12,
   channel: null,
 };
+
+/** What the worker would hand the codec for one payment scored [legit, fraud]. */
+function fraudResult(id: string, legit: number, fraudScore: number): InferenceResult {
+  return {
+    id,
+    model: 'fraud',
+    modelVersion: '1',
+    outputs: [{ name: 'fraud_probability', shape: [2], data: Float32Array.of(legit, fraudScore) }],
+    label: null,
+    labelIndex: null,
+    score: null,
+    requestedAt: 0,
+    receivedAt: 0,
+    inferredAt: 5,
+    sentAt: 0,
+  };
+}
 
 describe('TopicCodecs', () => {
   it('reads framed records written with an evolved schema (a field added, another dropped)', async () => {
@@ -190,23 +208,7 @@ describe('TopicCodecs', () => {
     expect(resultId).toBeDefined();
     const codec = codecs.forTopic('payments');
     const request = codec.mapping!.toRequest({ ...payment });
-    const value = codec.encodeResult(
-      {
-        id: 'p-7',
-        model: 'fraud',
-        modelVersion: '1',
-        outputs: [{ name: 'fraud_probability', shape: [2], data: Float32Array.of(0.1, 0.9) }],
-        label: null,
-        labelIndex: null,
-        score: null,
-        requestedAt: 0,
-        receivedAt: 0,
-        inferredAt: 5,
-        sentAt: 0,
-      },
-      request,
-      fraud,
-    );
+    const value = codec.encodeResult(fraudResult('p-7', 0.1, 0.9), request, fraud);
     expect(value[0]).toBe(0);
     expect(value.readInt32BE(1)).toBe(resultId);
     const result = avro.Type.forSchema(registry.schemas.get(resultId!)!).fromBuffer(
@@ -231,23 +233,7 @@ describe('TopicCodecs', () => {
     await worker.prepare([{ topic: 'payments', value }], () => false);
     const codec = worker.forTopic('payments');
     const request = codec.decodeRequest(value);
-    const result = codec.encodeResult(
-      {
-        id: request.id,
-        model: 'fraud',
-        modelVersion: '1',
-        outputs: [{ name: 'fraud_probability', shape: [2], data: Float32Array.of(0.8, 0.2) }],
-        label: null,
-        labelIndex: null,
-        score: null,
-        requestedAt: 0,
-        receivedAt: 0,
-        inferredAt: 5,
-        sentAt: 0,
-      },
-      request,
-      fraud,
-    );
+    const result = codec.encodeResult(fraudResult(request.id, 0.8, 0.2), request, fraud);
     expect(await client.decodeResult(result)).toMatchObject({
       paymentId: 'p-7',
       decision: 'legit',
