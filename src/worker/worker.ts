@@ -324,8 +324,12 @@ export class InferenceWorker {
   private async onRecords(records: InboundRecord[], control: BatchControl): Promise<void> {
     if (this.codecs.prepare) {
       try {
-        // Writer schemas of framed records; waits while the registry is away.
-        await this.codecs.prepare(records, () => this.stopping || control.isStale());
+        // Writer schemas of framed records; waits while the registry is away. Asked once per
+        // retry, the callback also heartbeats, so a long registry outage does not cost the group.
+        await this.codecs.prepare(records, () => {
+          control.heartbeat().catch(() => undefined);
+          return this.stopping || control.isStale();
+        });
       } catch (err) {
         if (this.stopping || control.isStale()) return; // not tracked: read again by the owner
         throw err;
