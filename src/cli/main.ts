@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { loadConfig, requireBrokers, type StreamscoreConfig } from '../config/index.js';
 import { isStreamscoreError } from '../errors.js';
 import { createKafka, ensureTopics } from '../kafka/kafkajs.js';
 import { startService } from '../service.js';
+import { positiveInt, withConfigFlags } from './flags.js';
 import { registerModelCommands } from './models.js';
 import { registerReplayCommand } from './replay.js';
 import { registerScoreCommand } from './score.js';
@@ -28,13 +29,6 @@ function configFrom(flags: ConfigFlags): StreamscoreConfig {
   return loadConfig({ file: flags.config, overrides });
 }
 
-function positiveInt(text: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1)
-    throw new InvalidArgumentError('expected a whole number ≥ 1');
-  return value;
-}
-
 /** Prints a configuration or startup error the way an operator can act on it, then exits. */
 function fail(err: unknown): never {
   if (isStreamscoreError(err)) {
@@ -53,13 +47,7 @@ export function buildProgram(): Command {
     )
     .version(pkg.version);
 
-  const withConfig = (command: Command) =>
-    command
-      .option('-c, --config <file>', 'YAML or JSON configuration file (also STREAMSCORE_CONFIG)')
-      .option(
-        '-b, --brokers <list>',
-        'bootstrap brokers, host:port[,host:port] (also STREAMSCORE_KAFKA_BROKERS)',
-      );
+  const withConfig = withConfigFlags;
 
   withConfig(program.command('run'))
     .description('consume requests, score them, produce results until SIGTERM/SIGINT')

@@ -14,7 +14,7 @@
  *   avsc's random value otherwise.
  */
 import path from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { Partitioners } from 'kafkajs';
 import type avro from 'avsc';
 import { clientCodecFor, type ClientCodec } from '../codec/topics.js';
@@ -36,6 +36,7 @@ import {
 } from './batch-io.js';
 import { Progress, duration } from './progress.js';
 import { countRecords, readRecords, recordFileFormat } from './record-files.js';
+import { positiveInt, positiveNumber, withConfigFlags } from './flags.js';
 
 export interface ProduceFlags extends ConfigFlags {
   topic?: string;
@@ -419,32 +420,11 @@ export async function runProduce(flags: ProduceFlags, io: BatchIo): Promise<numb
   }
 }
 
-function positiveInt(text: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) {
-    throw new InvalidArgumentError('expected a whole number ≥ 1');
-  }
-  return value;
-}
-
-function positiveNumber(text: string): number {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0)
-    throw new InvalidArgumentError('expected a number > 0');
-  return value;
-}
-
 /** Adds `streamscore produce` to the program. */
 export function registerProduceCommand(program: Command): Command {
-  return program
-    .command('produce')
+  return withConfigFlags(program.command('produce'))
     .description(
       'send requests to a request topic: the records of a file, or N generated from the served model card; optionally at a fixed rate',
-    )
-    .option('-c, --config <file>', 'YAML or JSON configuration file (also STREAMSCORE_CONFIG)')
-    .option(
-      '-b, --brokers <list>',
-      'bootstrap brokers, host:port[,host:port] (also STREAMSCORE_KAFKA_BROKERS)',
     )
     .option('-t, --topic <topic>', 'request topic (default: the first of topics.requests)')
     .option('-f, --file <file>', 'records to send: .jsonl/.ndjson, .csv with a header row, .avro')

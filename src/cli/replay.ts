@@ -24,6 +24,7 @@ import { checkTopics, createKafka, KafkajsSink, toRecord } from '../kafka/kafkaj
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { HEADER } from '../worker/headers.js';
 import { startPipeline, type Answer } from './local-pipeline.js';
+import { withConfigFlags } from './flags.js';
 
 /** Where `--from` / `--to` point, before it is resolved per partition. */
 export type Position =
@@ -554,8 +555,7 @@ function failure(err: unknown, io: ReplayIo): number {
 
 /** Adds `streamscore replay` to the program. */
 export function registerReplayCommand(program: Command): Command {
-  return program
-    .command('replay')
+  return withConfigFlags(program.command('replay'))
     .description(
       'score a range of a request topic again into a result topic (e.g. with another model version), through the same worker as `run`; dead letters go to topics.deadLetter',
     )
@@ -574,11 +574,6 @@ export function registerReplayCommand(program: Command): Command {
         .default({ kind: 'latest' }, 'latest'),
     )
     .requiredOption('--into <topic>', 'result topic to write the new results to')
-    .option('-c, --config <file>', 'YAML or JSON configuration file (also STREAMSCORE_CONFIG)')
-    .option(
-      '-b, --brokers <list>',
-      'bootstrap brokers, host:port[,host:port] (also STREAMSCORE_KAFKA_BROKERS)',
-    )
     .option(
       '--model-version <version>',
       'score with this version of model.name instead of model.version (the canary is then off)',

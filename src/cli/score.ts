@@ -14,7 +14,7 @@
  * takes the first answer per id and drops the other.
  */
 import path from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { isScoringError } from '../client/errors.js';
 import { ScoringClient } from '../client/scoring-client.js';
 import { clientCodecFor, type ClientCodec } from '../codec/topics.js';
@@ -43,6 +43,7 @@ import {
   RecordFileError,
   recordFileFormat,
 } from './record-files.js';
+import { positiveInt, withConfigFlags } from './flags.js';
 
 export interface ScoreFlags extends ConfigFlags {
   /** Request topic; default the first of topics.requests. */
@@ -341,27 +342,13 @@ export async function runScore(file: string, flags: ScoreFlags, io: BatchIo): Pr
   }
 }
 
-function positiveInt(text: string): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) {
-    throw new InvalidArgumentError('expected a whole number ≥ 1');
-  }
-  return value;
-}
-
 /** Adds `streamscore score` to the program. */
 export function registerScoreCommand(program: Command): Command {
-  return program
-    .command('score')
+  return withConfigFlags(program.command('score'))
     .description(
       'score every record of a file (.jsonl/.ndjson, .csv with a header row, .avro) through the running worker (or --local) and write one JSON line per record, in input order; resumable',
     )
     .argument('<file>', 'records to score: JSON lines, CSV or an Avro container file')
-    .option('-c, --config <file>', 'YAML or JSON configuration file (also STREAMSCORE_CONFIG)')
-    .option(
-      '-b, --brokers <list>',
-      'bootstrap brokers, host:port[,host:port] (also STREAMSCORE_KAFKA_BROKERS)',
-    )
     .option('-t, --topic <topic>', 'request topic (default: the first of topics.requests)')
     .option('-o, --out <file>', 'output file (default: <file without extension>.results.jsonl)')
     .option('--local', 'score in this process with the configured model, without Kafka')
