@@ -45,9 +45,7 @@ const outputMapping = z.discriminatedUnion('kind', [
       label: z.string().min(1).optional(),
     })
     .strict(),
-  z
-    .object({ name: identifier, kind: z.literal('topK'), k: z.number().int().min(1) })
-    .strict(),
+  z.object({ name: identifier, kind: z.literal('topK'), k: z.number().int().min(1) }).strict(),
   z
     .object({
       name: identifier,
@@ -204,7 +202,7 @@ export const configSchema = z
           .nullable()
           .default(null)
           .describe(
-            'Base URL of a Confluent-compatible Schema Registry (Confluent, or Apicurio\'s /apis/ccompat/v7). Needed by registry.framed topics. null: no registry; every topic is raw Avro.',
+            "Base URL of a Confluent-compatible Schema Registry (Confluent, or Apicurio's /apis/ccompat/v7). Needed by registry.framed topics. null: no registry; every topic is raw Avro.",
           ),
         username: z
           .string()
@@ -221,7 +219,7 @@ export const configSchema = z
           .array(topicName)
           .default([])
           .describe(
-            'Topics whose records use the Confluent wire format (magic byte 0, 4-byte schema id, Avro). A request topic listed here is decoded with the writer schema fetched from the registry by id (cached) and resolved to the reader schema, so producers may evolve their schemas under the registry\'s compatibility rules. A result topic listed here is written framed, with its schema registered at start under <topic>-value. Topics not listed are raw Avro.',
+            "Topics whose records use the Confluent wire format (magic byte 0, 4-byte schema id, Avro). A request topic listed here is decoded with the writer schema fetched from the registry by id (cached) and resolved to the reader schema, so producers may evolve their schemas under the registry's compatibility rules. A result topic listed here is written framed, with its schema registered at start under <topic>-value. Topics not listed are raw Avro.",
           ),
         retryMs: z
           .number()
