@@ -25,12 +25,11 @@ import {
   DIGITS_PIXELS,
   argmaxRows,
   loadDigitsDataset,
-  mulberry32,
   packPixels,
-  shuffleInPlace,
 } from '../src/model/digits-data.js';
 import { MODEL_JSON, WEIGHTS_BIN, fileSystemSaver } from '../src/model/fs-io.js';
 import { CARD_JSON, loadModel, sha256Hex } from '../src/model/repository.js';
+import { fitSeeded } from './lib/fit-seeded.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SEED = 42;
@@ -93,31 +92,12 @@ const yTrain = tf.tidy(() =>
     DIGITS_CLASSES,
   ),
 );
-const order = train.map((_, i) => i);
-const random = mulberry32(SEED);
-
-const started = performance.now();
-for (let epoch = 1; epoch <= epochs; epoch++) {
-  // Our own seeded shuffle: fit's `shuffle: true` uses Math.random.
-  const idx = tf.tensor1d(shuffleInPlace(order, random), 'int32');
-  const xs = tf.gather(xTrain, idx);
-  const ys = tf.gather(yTrain, idx);
-  const history = await model.fit(xs, ys, {
-    epochs: 1,
-    batchSize: BATCH_SIZE,
-    shuffle: false,
-    verbose: 0,
-  });
-  tf.dispose([idx, xs, ys]);
-  if (epoch % 10 === 0 || epoch === epochs) {
-    const loss = Number(history.history.loss?.[0]);
-    const acc = Number(history.history.acc?.[0] ?? history.history.accuracy?.[0]);
-    console.log(
-      `epoch ${epoch}/${epochs}  loss ${loss.toFixed(4)}  train accuracy ${acc.toFixed(4)}`,
-    );
-  }
-}
-const trainingSeconds = (performance.now() - started) / 1000;
+const trainingSeconds = await fitSeeded(tf, model, xTrain, yTrain, {
+  epochs,
+  batchSize: BATCH_SIZE,
+  seed: SEED,
+  logEvery: 10,
+});
 tf.dispose([xTrain, yTrain]);
 
 // Held-out accuracy: the whole split as one batch, argmax in JS — the same computation the

@@ -22,7 +22,6 @@ import type { BackendPreference } from '../src/model/backend.js';
 import { selectBackend } from '../src/model/backend.js';
 import type { ModelCard } from '../src/model/card.js';
 import { parseModelCard } from '../src/model/card.js';
-import { mulberry32, shuffleInPlace } from '../src/model/digits-data.js';
 import { MODEL_JSON, WEIGHTS_BIN, fileSystemSaver } from '../src/model/fs-io.js';
 import type { LabelledPayment } from '../src/model/payments-data.js';
 import {
@@ -36,6 +35,7 @@ import {
   packPayments,
 } from '../src/model/payments-data.js';
 import { CARD_JSON, loadModel, sha256Hex } from '../src/model/repository.js';
+import { fitSeeded } from './lib/fit-seeded.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SEED = 42;
@@ -107,31 +107,12 @@ const yTrain = tf.tidy(() =>
     LABELS.length,
   ),
 );
-const order = train.map((_, i) => i);
-const random = mulberry32(SEED);
-
-const started = performance.now();
-for (let epoch = 1; epoch <= epochs; epoch++) {
-  // Our own seeded shuffle: fit's `shuffle: true` uses Math.random.
-  const idx = tf.tensor1d(shuffleInPlace(order, random), 'int32');
-  const xs = tf.gather(xTrain, idx);
-  const ys = tf.gather(yTrain, idx);
-  const history = await model.fit(xs, ys, {
-    epochs: 1,
-    batchSize: BATCH_SIZE,
-    shuffle: false,
-    verbose: 0,
-  });
-  tf.dispose([idx, xs, ys]);
-  if (epoch % 5 === 0 || epoch === epochs) {
-    const loss = Number(history.history.loss?.[0]);
-    const acc = Number(history.history.acc?.[0] ?? history.history.accuracy?.[0]);
-    console.log(
-      `epoch ${epoch}/${epochs}  loss ${loss.toFixed(4)}  train accuracy ${acc.toFixed(4)}`,
-    );
-  }
-}
-const trainingSeconds = (performance.now() - started) / 1000;
+const trainingSeconds = await fitSeeded(tf, model, xTrain, yTrain, {
+  epochs,
+  batchSize: BATCH_SIZE,
+  seed: SEED,
+  logEvery: 5,
+});
 tf.dispose([xTrain, yTrain]);
 
 // Held-out metrics: the whole split as one batch — the same computation the test runs through
