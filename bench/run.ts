@@ -52,6 +52,7 @@ import {
   type BenchModelName,
   type BenchModelSpec,
 } from './models.js';
+import { startDiscardingReceiver } from './otlp-sink.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PARTITIONS = 4;
@@ -204,30 +205,29 @@ class RssSampler {
   }
 }
 
-/** CPU time of this process (and of the local broker's JVM, read from /proc) over a window. */
-function cpuMeter(brokerPid: number | undefined): () => { bench: number; broker: number | null } {
-  const ticks = () => {
-    if (brokerPid === undefined) return null;
-    try {
-      // Fields 14 and 15 (utime, stime) follow the command name, which may contain spaces.
-      const stat = readFileSync(`/proc/${brokerPid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return Number(fields[11]) + Number(fields[12]);
-    } catch {
-      return null; // not Linux, or the broker is gone
-    }
-  };
+/**
+ * CPU time of this process, and of the local broker's JVM and an OTLP receiver (read from /proc),
+ * over a window, in cores.
+ */
+function cpuMeter(
+  brokerPid: number | undefined,
+  receiverPid?: number,
+): () => Throughput['cpu_cores'] {
   const t0 = now();
   const c0 = process.cpuUsage();
-  const b0 = ticks();
+  const b0 = procCpuSeconds(brokerPid);
+  const r0 = procCpuSeconds(receiverPid);
+  const perSecond = (before: number | null, after: number | null, wall: number) =>
+    before === null || after === null ? null : round((after - before) / wall, 2);
   return () => {
     const wall = (now() - t0) / 1000;
     const c = process.cpuUsage(c0);
-    const b1 = ticks();
-    const CLK_TCK = 100; // Linux's USER_HZ on every mainstream architecture
     return {
       bench: round((c.user + c.system) / 1e6 / wall, 2),
-      broker: b0 === null || b1 === null ? null : round((b1 - b0) / CLK_TCK / wall, 2),
+      broker: perSecond(b0, procCpuSeconds(brokerPid), wall),
+      ...(receiverPid === undefined
+        ? {}
+        : { receiver: perSecond(r0, procCpuSeconds(receiverPid), wall) }),
     };
   };
 }
@@ -316,8 +316,10 @@ interface Bench {
   kafka: Kafka;
   brokers: string[];
   broker: LocalBroker | undefined;
-  /** Receives the traced phase's spans over OTLP (a local Jaeger v2), when one could start. */
+  /** Receives a traced phase's spans over OTLP (a local Jaeger v2), when one could start. */
   jaeger: LocalJaeger | undefined;
+  /** Receives the other traced phase's spans and discards them (a process of its own). */
+  otlpSink: Awaited<ReturnType<typeof startDiscardingReceiver>>;
   runId: string;
   options: BenchOptions;
   rss: RssSampler;
@@ -469,7 +471,8 @@ interface Throughput {
   records: number;
   seconds: number;
   rps: number;
-  cpu_cores: { bench: number; broker: number | null };
+  /** `receiver`: the OTLP receiver of a traced phase (its own process). */
+  cpu_cores: { bench: number; broker: number | null; receiver?: number | null };
 }
 
 function phaseTimeoutMs(records: number): number {
@@ -718,6 +721,29 @@ interface StreamscoreThroughput extends Throughput {
   /** Process RSS after a full GC, before the worker started: what the benchmark itself holds. */
   rss_at_start_mb: number;
   peak_rss_mb: number;
+  /** Traced phases: spans dropped (export queue full), from the worker's /metrics. */
+  spans_dropped?: number;
+}
+
+/** Where a traced phase sends its spans: its OTLP endpoint and the receiver's process. */
+interface TraceReceiver {
+  kind: 'sink' | 'jaeger';
+  endpoint: string;
+  pid: number;
+}
+
+/** Spans the worker dropped, from its /metrics (otel_sdk_processor_span_processed_total). */
+async function droppedSpans(service: Service): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${service.http!.port}/metrics`)).text();
+  let dropped = 0;
+  for (const line of text.split('\n')) {
+    if (
+      line.startsWith('otel_sdk_processor_span_processed_total{') &&
+      line.includes('error_type="queue_full"')
+    )
+      dropped += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return dropped;
 }
 
 /**
@@ -732,9 +758,9 @@ async function streamscoreThroughput(
   requests: string,
   expected: number,
   mode: DeliveryMode = 'at-least-once',
-  otlpEndpoint: string | null = null,
+  traces: TraceReceiver | null = null,
 ): Promise<{ result: StreamscoreThroughput; config: StreamscoreConfig }> {
-  const suffix = otlpEndpoint ? 'ss-traced' : mode === 'exactly-once' ? 'ss-eos' : 'ss';
+  const suffix = traces ? `ss-traced-${traces.kind}` : mode === 'exactly-once' ? 'ss-eos' : 'ss';
   const results = `${requests}.${suffix}-results`;
   const deadLetter = `${requests}.${suffix}-dead-letter`;
   await createTopics(bench, results, deadLetter);
@@ -743,7 +769,7 @@ async function streamscoreThroughput(
     name,
     { requests, results, deadLetter },
     mode,
-    otlpEndpoint,
+    traces?.endpoint ?? null,
   );
   collectGarbage();
   const rssAtStart = bench.rss.sample() / 2 ** 20;
@@ -753,13 +779,14 @@ async function streamscoreThroughput(
   let end: number;
   let cores: Throughput['cpu_cores'];
   let drained: boolean;
+  let spansDropped: number | undefined;
   // Samples of the poll below, once the worker has read something: how often it held no
   // unanswered request at all, i.e. waited for Kafka to hand it more.
   let samples = 0;
   let emptySamples = 0;
   try {
     service = await startService(config, { log: startup.log });
-    const cpu = cpuMeter(bench.broker?.pid);
+    const cpu = cpuMeter(bench.broker?.pid, traces?.pid);
     const { worker } = service;
     const snapshot = worker.metrics.snapshot;
     end = await until(
@@ -777,6 +804,11 @@ async function streamscoreThroughput(
       () => `${snapshot.produced} of ${expected} answered`,
     );
     cores = cpu();
+    if (traces) {
+      // The tracing thread reports its processor's counts every second.
+      await sleep(1500);
+      spansDropped = await droppedSpans(service);
+    }
     drained = (await service.stop()).drained;
   } finally {
     await service?.stop();
@@ -825,6 +857,7 @@ async function streamscoreThroughput(
       drained,
       rss_at_start_mb: round(rssAtStart),
       peak_rss_mb: round(peak),
+      ...(spansDropped === undefined ? {} : { spans_dropped: spansDropped }),
     },
   };
 }
@@ -1408,13 +1441,22 @@ interface ModelReport {
     streamscore: StreamscoreThroughput;
     /** The same worker with delivery.mode exactly-once (results read back read_committed). */
     streamscore_exactly_once: StreamscoreThroughput;
-    /** The same worker with tracing on at 100 % sampling, spans exported to a local Jaeger. */
+    /**
+     * The same worker with tracing on at 100 % sampling, spans exported over OTLP to a receiver
+     * in its own process that discards them: what tracing costs the worker.
+     */
     streamscore_traced?: StreamscoreThroughput;
+    /** The same, spans exported to a local Jaeger v2 that stores them, on the same cores. */
+    streamscore_traced_jaeger?: StreamscoreThroughput;
   };
-  /** streamscore with tracing at 100 % (OTLP to a local Jaeger v2), records/s; null if no Jaeger. */
+  /** streamscore with tracing at 100 % (OTLP to a discarding receiver), records/s. */
   streamscore_traced_rps: number | null;
   /** Throughput lost to tracing at 100 %: 1 − traced ÷ untraced, in percent. */
   tracing_cost_pct: number | null;
+  /** streamscore with tracing at 100 % into a local Jaeger v2; null if no Jaeger. */
+  streamscore_traced_jaeger_rps?: number | null;
+  /** Throughput lost with Jaeger storing the spans on the same cores, in percent. */
+  tracing_jaeger_cost_pct?: number | null;
   /** streamscore with delivery.mode exactly-once, records/s. */
   streamscore_exactly_once_rps: number;
   /** Throughput lost to exactly-once: 1 − exactly-once ÷ at-least-once, in percent. */
@@ -1492,20 +1534,28 @@ async function benchModel(
     `      ${fmtRate(eos.result.rps)}/s (mean batch ${eos.result.mean_batch}, ${eos.result.seconds.toFixed(1)} s)`,
   );
 
-  let traced: Awaited<ReturnType<typeof streamscoreThroughput>> | undefined;
+  const tracedSay = (t: Awaited<ReturnType<typeof streamscoreThroughput>>) =>
+    say(
+      `      ${fmtRate(t.result.rps)}/s (mean batch ${t.result.mean_batch}, ${t.result.seconds.toFixed(1)} s; receiver ${t.result.cpu_cores.receiver ?? '?'} cores; ${t.result.spans_dropped ?? '?'} spans dropped)`,
+    );
+  say(
+    '  +   streamscore with tracing at 100 % (spans over OTLP to a receiver that discards them)…',
+  );
+  const traced = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', {
+    kind: 'sink',
+    endpoint: bench.otlpSink.url,
+    pid: bench.otlpSink.pid,
+  });
+  tracedSay(traced);
+  let tracedJaeger: Awaited<ReturnType<typeof streamscoreThroughput>> | undefined;
   if (bench.jaeger) {
     say('  +   streamscore with tracing at 100 % (spans over OTLP to a local Jaeger v2)…');
-    traced = await streamscoreThroughput(
-      bench,
-      name,
-      requests,
-      count,
-      'at-least-once',
-      bench.jaeger.otlpHttpEndpoint,
-    );
-    say(
-      `      ${fmtRate(traced.result.rps)}/s (mean batch ${traced.result.mean_batch}, ${traced.result.seconds.toFixed(1)} s)`,
-    );
+    tracedJaeger = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', {
+      kind: 'jaeger',
+      endpoint: bench.jaeger.otlpHttpEndpoint,
+      pid: bench.jaeger.pid,
+    });
+    tracedSay(tracedJaeger);
   }
 
   say(
@@ -1519,8 +1569,12 @@ async function benchModel(
     streamscore_rps: round(ss.result.rps),
     streamscore_exactly_once_rps: round(eos.result.rps),
     exactly_once_cost_pct: round((1 - eos.result.rps / ss.result.rps) * 100, 1),
-    streamscore_traced_rps: traced ? round(traced.result.rps) : null,
-    tracing_cost_pct: traced ? round((1 - traced.result.rps / ss.result.rps) * 100, 1) : null,
+    streamscore_traced_rps: round(traced.result.rps),
+    tracing_cost_pct: round((1 - traced.result.rps / ss.result.rps) * 100, 1),
+    streamscore_traced_jaeger_rps: tracedJaeger ? round(tracedJaeger.result.rps) : null,
+    tracing_jaeger_cost_pct: tracedJaeger
+      ? round((1 - tracedJaeger.result.rps / ss.result.rps) * 100, 1)
+      : null,
     io_ceiling_rps: round(io.rps),
     compute_ceiling_rps: round(compute.rps),
     naive_rps: round(naive.rps),
@@ -1543,7 +1597,8 @@ async function benchModel(
       naive: roundThroughput(naive),
       streamscore: roundThroughput(ss.result),
       streamscore_exactly_once: roundThroughput(eos.result),
-      ...(traced ? { streamscore_traced: roundThroughput(traced.result) } : {}),
+      streamscore_traced: roundThroughput(traced.result),
+      ...(tracedJaeger ? { streamscore_traced_jaeger: roundThroughput(tracedJaeger.result) } : {}),
     },
     latency: lat.loads,
     latency_worker: lat.worker,
@@ -1686,11 +1741,26 @@ function printTable(r: ModelReport): void {
     fmtInt(r.streamscore_exactly_once_rps),
     `delivery.mode exactly-once: ${r.exactly_once_cost_pct} % below at-least-once; cpu ${r.phases.streamscore_exactly_once.cpu_cores.bench} + broker ${r.phases.streamscore_exactly_once.cpu_cores.broker ?? '?'} cores`,
   );
-  if (r.streamscore_traced_rps !== null && r.phases.streamscore_traced) {
+  const tracedRow = (title: string, rps: number, what: string, t: StreamscoreThroughput) =>
     row(
+      title,
+      fmtInt(rps),
+      `${what}; cpu ${t.cpu_cores.bench} + broker ${t.cpu_cores.broker ?? '?'} + receiver ${t.cpu_cores.receiver ?? '?'} cores; ${t.spans_dropped ?? '?'} spans dropped`,
+    );
+  if (r.streamscore_traced_rps !== null && r.phases.streamscore_traced) {
+    tracedRow(
       'streamscore, tracing 100 %',
-      fmtInt(r.streamscore_traced_rps),
-      `spans over OTLP to a local Jaeger v2: ${r.tracing_cost_pct} % below untraced; cpu ${r.phases.streamscore_traced.cpu_cores.bench} + broker ${r.phases.streamscore_traced.cpu_cores.broker ?? '?'} cores`,
+      r.streamscore_traced_rps,
+      `spans over OTLP to a receiver that discards them: ${r.tracing_cost_pct} % below untraced`,
+      r.phases.streamscore_traced,
+    );
+  }
+  if (r.streamscore_traced_jaeger_rps && r.phases.streamscore_traced_jaeger) {
+    tracedRow(
+      'streamscore, tracing 100 %, Jaeger',
+      r.streamscore_traced_jaeger_rps,
+      `spans over OTLP to a local Jaeger v2 on the same cores: ${r.tracing_jaeger_cost_pct} % below untraced`,
+      r.phases.streamscore_traced_jaeger,
     );
   }
   row(
@@ -1733,13 +1803,13 @@ function printTable(r: ModelReport): void {
 /** Markdown summary, for bench/README.md and the project README. */
 function markdownTable(models: Record<string, ModelReport>): string {
   const lines = [
-    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | exactly-once (cost) | tracing 100 % (cost) | p50 / p95 / p99 at 50 % load | worker peak RSS |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | exactly-once (cost) | tracing 100 % (cost) | tracing 100 % into Jaeger on the same cores (cost) | p50 / p95 / p99 at 50 % load | worker peak RSS |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of Object.values(models)) {
     const l = r.latency.find((x) => x.load_pct === 50)!;
     lines.push(
-      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${fmtInt(r.streamscore_exactly_once_rps)}/s (${r.exactly_once_cost_pct} %) | ${r.streamscore_traced_rps === null ? '—' : `${fmtInt(r.streamscore_traced_rps)}/s (${r.tracing_cost_pct} %)`} | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
+      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${fmtInt(r.streamscore_exactly_once_rps)}/s (${r.exactly_once_cost_pct} %) | ${r.streamscore_traced_rps === null ? '—' : `${fmtInt(r.streamscore_traced_rps)}/s (${r.tracing_cost_pct} %)`} | ${r.streamscore_traced_jaeger_rps ? `${fmtInt(r.streamscore_traced_jaeger_rps)}/s (${r.tracing_jaeger_cost_pct} %)` : '—'} | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
     );
   }
   return lines.join('\n');
@@ -1912,6 +1982,7 @@ async function main(): Promise<void> {
 
   let broker: LocalBroker | undefined;
   let jaeger: LocalJaeger | undefined;
+  let otlpSink: Bench['otlpSink'] | undefined;
   const bench: Partial<Bench> = {};
   const cleanup = async () => {
     if (bench.kafka && !broker && bench.topics && bench.topics.length > 0) {
@@ -1924,6 +1995,7 @@ async function main(): Promise<void> {
         .finally(() => admin.disconnect());
     }
     await jaeger?.stop();
+    otlpSink?.stop();
     await broker?.stop();
     rss.stop();
   };
@@ -1949,12 +2021,13 @@ async function main(): Promise<void> {
       env: {},
       overrides: { kafka: { brokers, clientId: 'streamscore-bench' } },
     }).kafka;
+    otlpSink = await startDiscardingReceiver();
     try {
       jaeger = await startLocalJaeger();
-      say(`• Jaeger v2 for the traced phase: OTLP at ${jaeger.otlpHttpEndpoint}`);
+      say(`• Jaeger v2 for a traced phase: OTLP at ${jaeger.otlpHttpEndpoint}`);
     } catch (err) {
       say(
-        `• No Jaeger (${(err as Error).message.split('\n')[0]}); the traced phase is skipped. \`npm run jaeger -- fetch\` builds it.`,
+        `• No Jaeger (${(err as Error).message.split('\n')[0]}); the Jaeger phase is skipped. \`npm run jaeger -- fetch\` builds it.`,
       );
     }
     Object.assign(bench, {
@@ -1962,6 +2035,7 @@ async function main(): Promise<void> {
       brokers,
       broker,
       jaeger,
+      otlpSink,
       runId: Date.now().toString(36),
       options,
       rss,

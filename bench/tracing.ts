@@ -1,19 +1,20 @@
 /**
- * `npm run bench:tracing`: what tracing costs the worker's main thread per request, by sampling
- * ratio, side by side in one process run.
+ * `npm run bench:tracing`: what tracing costs per request, by sampling ratio, side by side in one
+ * process run: on the worker's main thread (what its throughput pays) and on the tracing thread
+ * (which makes, serialises and exports the spans).
  *
  * Each round drives the same requests (no traceparent, so the ratio decides) through the worker's
  * RequestTracing exactly as the worker calls it (received → identified → batch → sending →
- * answered, batches of 128), with the production SDK set-up (`startTracing`: BatchSpanProcessor,
- * OTLP/protobuf exporter) exporting to a receiver in a child process that reads and discards the
- * bodies, so the receiver's CPU is not counted. "off" runs the same loop with no tracer (what the
- * worker does without `telemetry.otlpEndpoint`). Rounds alternate the ratios; the median per ratio
- * is reported. The full bench (`npm run bench`) measures the throughput cost at 100 % end to end.
+ * answered, batches of 128), with the production set-up (`startTracing`: the tracing thread,
+ * BatchSpanProcessor, OTLP/protobuf exporter) exporting to a receiver in a child process that
+ * reads and discards the bodies, so the receiver's CPU is not counted. "off" runs the same loop
+ * with no tracing (what the worker does without `telemetry.otlpEndpoint`). Rounds alternate the
+ * ratios; the median per ratio is reported. The full bench (`npm run bench`) measures the throughput cost at 100 % end to end.
  *
  * Writes bench/results/tracing-<date>-<sha>.json and tracing-latest.json.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
@@ -23,7 +24,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig } from '../src/config/index.js';
 import type { InboundRecord, OutboundRecord } from '../src/kafka/types.js';
 import { silentLogger } from '../src/telemetry/logger.js';
-import { RequestTracing, startTracing } from '../src/telemetry/tracing.js';
+import { startTracing, type TracingHandle } from '../src/telemetry/tracing.js';
+import { startDiscardingReceiver } from './otlp-sink.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BATCH = 128;
@@ -54,43 +56,14 @@ class OnDemandReader extends MetricReader {
 
 interface RatioResult {
   ratio: number | 'off';
+  /** Main-thread time per request above the loop alone (for 'off': the loop alone). */
   us_per_request: number;
   rounds_us: number[];
+  /** Time the tracing thread was busy per request (making, serialising, exporting spans). */
+  thread_us_per_request: number;
   exported_bytes_per_request: number;
   /** Spans dropped on a full export queue, over all rounds: a cost hidden by not exporting. */
   dropped_spans: number;
-}
-
-/** An OTLP/HTTP receiver in its own process: it reads each body, counts it and answers 200. */
-async function startDiscardingReceiver(): Promise<{
-  url: string;
-  bytes: () => Promise<number>;
-  stop: () => void;
-}> {
-  const child = spawn(
-    process.execPath,
-    [
-      '-e',
-      `let n = 0;
-       const s = require('node:http').createServer((req, res) => {
-         if (req.url === '/bytes') { res.end(String(n)); return; }
-         req.on('data', (c) => { n += c.length; });
-         req.on('end', () => { res.setHeader('content-type', 'application/x-protobuf'); res.end(); });
-       });
-       s.listen(0, '127.0.0.1', () => console.log(s.address().port));`,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
-    child.once('exit', (code) => reject(new Error(`receiver exited with ${code}`)));
-  });
-  const url = `http://127.0.0.1:${port}`;
-  return {
-    url,
-    bytes: async () => Number(await (await fetch(`${url}/bytes`)).text()),
-    stop: () => child.kill(),
-  };
 }
 
 function makeRequests(n: number): InboundRecord[] {
@@ -106,21 +79,45 @@ function makeRequests(n: number): InboundRecord[] {
   }));
 }
 
-/** One pass of every request through the worker's tracing calls; returns µs per request. */
-async function drive(
-  tracing: RequestTracing | undefined,
-  requests: InboundRecord[],
-): Promise<number> {
+/**
+ * CPU time of each of this process's threads so far, in ms, from Linux's per-thread scheduler
+ * statistics (nanoseconds on the CPU): the main thread's is what the worker's throughput pays;
+ * the tracing thread's is paid on another core.
+ */
+function threadCpuMs(): Map<number, number> {
+  const cpu = new Map<number, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const ns = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      cpu.set(Number(tid), ns / 1e6);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return cpu;
+}
+
+const cpuOf = (cpu: Map<number, number>, tids: Iterable<number>): number => {
+  let ms = 0;
+  for (const tid of tids) ms += cpu.get(tid) ?? 0;
+  return ms;
+};
+
+/** Requests driven between waits for the tracing thread: at most this many spans in flight. */
+const PACE = 2048;
+
+/** One pass of every request through the worker's tracing calls, as the worker makes them. */
+async function drive(tracing: TracingHandle | undefined, requests: InboundRecord[]): Promise<void> {
   const model = { name: 'bench', version: '1', backend: 'wasm' };
-  const started = performance.now();
+  const t = tracing?.requests;
   for (let b = 0; b < requests.length; b += BATCH) {
     const batch = requests.slice(b, b + BATCH);
     const receivedAt = batch.map(() => performance.now());
     for (const [i, record] of batch.entries()) {
-      tracing?.received(record);
-      tracing?.identified(record, `req-${b + i}`);
+      t?.received(record);
+      t?.identified(record, `req-${b + i}`);
     }
-    const inferred = tracing?.batch(batch, model, performance.now(), receivedAt);
+    const inferred = t?.batch(batch, model, performance.now(), receivedAt);
     inferred?.(performance.now());
     const outs: OutboundRecord[] = batch.map((r) => ({
       topic: 'results',
@@ -128,40 +125,53 @@ async function drive(
       value: Buffer.alloc(0),
       headers: {},
     }));
-    tracing?.sending(batch, outs, 'results');
-    for (const record of batch) tracing?.answered(record, 'result');
-    // The worker awaits between batches too: the span processor's exports get their turn.
+    t?.sending(batch, outs, 'results');
+    for (const record of batch) t?.answered(record, 'result');
+    // The worker awaits between batches too: timers (the hand-over) get their turn.
     await yieldToLoop();
+    // This loop outruns any worker: waiting (off the CPU) for the thread to catch up keeps
+    // it from dropping spans, whose making would then go unmeasured.
+    if (tracing && (b + BATCH) % PACE === 0) await tracing.flush();
   }
-  return ((performance.now() - started) * 1000) / requests.length;
 }
 
+/** µs of CPU per request on the main thread and on the threads tracing started. */
 async function measure(
   ratio: number | 'off',
   requests: InboundRecord[],
   receiverUrl: string,
-): Promise<{ us: number; flushedUs: number; dropped: number }> {
+): Promise<{ us: number; threadUs: number; dropped: number }> {
+  const perRequest = (ms: number): number => (ms * 1000) / requests.length;
   if (ratio === 'off') {
-    const us = await drive(undefined, requests);
-    return { us, flushedUs: us, dropped: 0 };
+    const before = threadCpuMs().get(process.pid)!;
+    await drive(undefined, requests);
+    return { us: perRequest(threadCpuMs().get(process.pid)! - before), threadUs: 0, dropped: 0 };
   }
   const reader = new OnDemandReader();
   const meterProvider = new MeterProvider({ readers: [reader] });
   const config = loadConfig({ env: {} }).telemetry;
+  const existing = new Set(threadCpuMs().keys());
   const handle = startTracing(
     { ...config, otlpEndpoint: receiverUrl, tracesSampleRatio: ratio },
     silentLogger,
-    '0',
-    meterProvider,
+    { version: '0', groupId: 'bench', meterProvider },
   )!;
-  const started = performance.now();
-  const us = await drive(new RequestTracing(handle.tracer, 'bench'), requests);
-  // Serialising and sending what the processor still holds is part of the cost.
-  await handle.shutdown();
-  const flushedUs = ((performance.now() - started) * 1000) / requests.length;
+  // The thread is up and has loaded the SDK once it answers.
+  await handle.flush();
+  const before = threadCpuMs();
+  const started = [...before.keys()].filter((tid) => !existing.has(tid));
+  await drive(handle, requests);
+  // Making and exporting what the thread still holds is part of its cost.
+  await handle.flush();
+  const after = threadCpuMs();
   const dropped = await reader.droppedSpans();
+  await handle.shutdown();
   await meterProvider.shutdown();
-  return { us, flushedUs, dropped };
+  return {
+    us: perRequest(after.get(process.pid)! - before.get(process.pid)!),
+    threadUs: perRequest(cpuOf(after, started) - cpuOf(before, started)),
+    dropped,
+  };
 }
 
 const median = (xs: number[]): number => {
@@ -197,6 +207,7 @@ async function main(): Promise<void> {
   const rounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
   const bytes = new Map<number | 'off', number>(configs.map((c) => [c, 0]));
   const dropped = new Map<number | 'off', number>(configs.map((c) => [c, 0]));
+  const threadRounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
   // One warm-up pass each so the JIT has seen every path before anything is timed.
   for (const c of configs) await measure(c, requests.slice(0, 10_000), receiver.url);
   for (let round = 0; round < opts.rounds; round++) {
@@ -205,7 +216,8 @@ async function main(): Promise<void> {
       const result = await measure(c, requests, receiver.url);
       dropped.set(c, dropped.get(c)! + result.dropped);
       bytes.set(c, bytes.get(c)! + (await receiver.bytes()) - before);
-      rounds.get(c)!.push(result.flushedUs);
+      rounds.get(c)!.push(result.us);
+      threadRounds.get(c)!.push(result.threadUs);
     }
   }
   receiver.stop();
@@ -215,6 +227,7 @@ async function main(): Promise<void> {
     ratio: c,
     us_per_request: Math.round((median(rounds.get(c)!) - (c === 'off' ? 0 : off)) * 100) / 100,
     rounds_us: rounds.get(c)!.map((us) => Math.round(us * 100) / 100),
+    thread_us_per_request: Math.round(median(threadRounds.get(c)!) * 100) / 100,
     exported_bytes_per_request: Math.round(bytes.get(c)! / (opts.rounds * opts.requests)),
     dropped_spans: dropped.get(c)!,
   }));
@@ -233,18 +246,20 @@ async function main(): Promise<void> {
   }
   const header = [
     'ratio',
-    'µs per request',
+    'main thread µs per request',
+    'tracing thread µs per request',
     'bytes exported per request',
     'spans dropped',
-    ...Object.keys(rps).map((m) => `share of a core at ${m}'s ${rps[m]}/s`),
+    ...Object.keys(rps).map((m) => `main thread share at ${m}'s ${rps[m]}/s`),
   ];
   console.log(`\n| ${header.join(' | ')} |\n|${header.map(() => ' ---: ').join('|')}|`);
   for (const r of results) {
+    // The event loop's share: what the worker's throughput pays.
     const shares = Object.values(rps).map((x) =>
       r.ratio === 'off' ? '—' : `${((r.us_per_request * x) / 1e4).toFixed(1)} %`,
     );
     console.log(
-      `| ${r.ratio === 'off' ? 'off (loop only)' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
+      `| ${r.ratio === 'off' ? 'off (loop only)' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_us_per_request.toFixed(2)} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
     );
   }
 

@@ -13,7 +13,7 @@ import { startScoring } from './serving.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
 import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
-import { RequestTracing, startTracing } from './telemetry/tracing.js';
+import { startTracing } from './telemetry/tracing.js';
 import { InferenceWorker, type StopReport } from './worker/worker.js';
 
 export { replicaCount } from './serving.js';
@@ -221,7 +221,11 @@ async function startWorker(
     throw err;
   }
 
-  const tracing = startTracing(config.telemetry, log, PACKAGE_VERSION, sdk.meterProvider);
+  const tracing = startTracing(config.telemetry, log, {
+    version: PACKAGE_VERSION,
+    groupId: config.kafka.groupId,
+    meterProvider: sdk.meterProvider,
+  });
   const metrics = new WorkerMetrics(sdk.meter);
   const { source, sink, transactions } = started;
   metrics.registerModelInfo(() => ({
@@ -240,7 +244,7 @@ async function startWorker(
     metrics,
     onFatal,
     transactions,
-    tracing: tracing ? new RequestTracing(tracing.tracer, config.kafka.groupId) : undefined,
+    tracing: tracing?.requests,
     rollout,
     catalog,
     options: {

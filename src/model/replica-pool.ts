@@ -17,9 +17,10 @@
  * model is not a crash: that predict is rejected with the StreamscoreError the thread raised
  * (code, message and details cross the thread boundary).
  */
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { StreamscoreError, asStreamscoreError } from '../errors.js';
 import type { Logger } from '../telemetry/logger.js';
+import { startModuleThread } from '../util/thread.js';
 import type { BackendPreference } from './backend.js';
 import type {
   CrashMode,
@@ -64,25 +65,8 @@ const DEFAULT_DISPOSE_TIMEOUT_MS = 10_000;
 const RESTART_BACKOFF_MS = 1_000;
 const RESTART_BACKOFF_CAP_MS = 30_000;
 
-/**
- * Under tsx or vitest this module and the thread are TypeScript. Node 20 does not apply module
- * loader hooks given in a Worker's execArgv (`execArgv: [...process.execArgv, '--import', 'tsx']`
- * still fails with ERR_UNKNOWN_FILE_EXTENSION, nodejs/node#47747), so a small bootstrap registers
- * tsx inside the thread, then imports it. From dist/ the thread is plain .js.
- */
-const FROM_SOURCE = import.meta.url.endsWith('.ts');
-const THREAD_URL = new URL(
-  FROM_SOURCE ? './replica-thread.ts' : './replica-thread.js',
-  import.meta.url,
-);
-
 function createThread(workerData: ReplicaWorkerData): Worker {
-  if (!FROM_SOURCE) return new Worker(THREAD_URL, { workerData });
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const bootstrap =
-    `import(${JSON.stringify(tsx)}).then((tsx) => {` +
-    ` tsx.register(); return import(${JSON.stringify(THREAD_URL.href)}); });`;
-  return new Worker(bootstrap, { eval: true, workerData });
+  return startModuleThread(import.meta.url, 'replica-thread', { workerData });
 }
 
 /**

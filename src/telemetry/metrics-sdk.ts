@@ -1,10 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { hostname } from 'node:os';
 import { metrics, type Meter } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import {
   MeterProvider,
   PeriodicExportingMetricReader,
@@ -12,26 +10,9 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
-import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import type { StreamscoreConfig } from '../config/schema.js';
 import type { Logger } from './logger.js';
-
-/** service.instance.id (not yet in the stable semantic conventions): this process on this host. */
-const ATTR_SERVICE_INSTANCE_ID = 'service.instance.id';
-
-/** The instance id of this process, the same one traces carry: `<pid>@<host>`. */
-export function serviceInstanceId(): string {
-  return `${process.pid}@${process.env['HOSTNAME'] ?? hostname()}`;
-}
-
-/** The OpenTelemetry resource of the worker's metrics: service name, version and instance. */
-export function telemetryResource(serviceName: string, version: string): Resource {
-  return resourceFromAttributes({
-    [ATTR_SERVICE_NAME]: serviceName,
-    [ATTR_SERVICE_VERSION]: version,
-    [ATTR_SERVICE_INSTANCE_ID]: serviceInstanceId(),
-  });
-}
+import { telemetryResource } from './resource.js';
 
 export interface MetricsSdk {
   /** The meter the worker's instruments come from (WorkerMetrics). */

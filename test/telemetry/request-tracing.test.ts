@@ -1,20 +1,15 @@
-import { propagation, SpanKind } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { SpanKind } from '@opentelemetry/api';
 import {
-  BasicTracerProvider,
   InMemorySpanExporter,
-  ParentBasedSampler,
   SimpleSpanProcessor,
   TraceIdRatioBasedSampler,
-} from '@opentelemetry/sdk-trace-base';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+  SamplingDecision,
+} from '@opentelemetry/sdk-trace';
+import { describe, expect, it } from 'vitest';
 import { AvroCodec } from '../../src/codec/avro.js';
 import type { InboundRecord } from '../../src/kafka/types.js';
-import {
-  BatchFollowsRequests,
-  RequestTracing,
-  SPAN_ATTRIBUTE,
-} from '../../src/telemetry/tracing.js';
+import { SpanBuilder } from '../../src/telemetry/span-builder.js';
+import { LocalSpanSink, RequestTracing, SPAN_ATTRIBUTE } from '../../src/telemetry/tracing.js';
 import { InferenceWorker } from '../../src/worker/worker.js';
 import { FakeModel, FakeSink, FakeSource } from '../helpers/fakes.js';
 
@@ -40,8 +35,17 @@ function request(offset: number, x: number[], traceparent?: string): InboundReco
   };
 }
 
-/** A started worker over fakes whose spans go to `provider`. */
-async function tracedWorker(provider: BasicTracerProvider) {
+/** Request tracing whose spans are built on this thread into `exporter`. */
+function tracingInto(exporter: InMemorySpanExporter, sampleRatio = 1): RequestTracing {
+  const builder = new SpanBuilder({
+    spanProcessors: [new SimpleSpanProcessor({ exporter })],
+    groupId: 'the-group',
+  });
+  return new RequestTracing(new LocalSpanSink(builder), sampleRatio);
+}
+
+/** A started worker over fakes, traced by `tracing`. */
+async function tracedWorker(tracing: RequestTracing) {
   const source = new FakeSource();
   const sink = new FakeSink();
   const worker = new InferenceWorker({
@@ -49,7 +53,7 @@ async function tracedWorker(provider: BasicTracerProvider) {
     sink,
     codec,
     model: new FakeModel(),
-    tracing: new RequestTracing(provider.getTracer('test'), 'the-group'),
+    tracing,
     options: {
       resultTopic: 'results',
       deadLetterTopic: 'dead',
@@ -71,21 +75,9 @@ async function until(condition: () => boolean): Promise<void> {
 }
 
 describe('request tracing in the worker', () => {
-  const exporter = new InMemorySpanExporter();
-  const provider = new BasicTracerProvider({
-    spanProcessors: [new SimpleSpanProcessor(exporter)],
-  });
-
-  beforeAll(() => {
-    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  });
-  afterAll(async () => {
-    propagation.disable();
-    await provider.shutdown();
-  });
-
   it('continues the producer trace: process span per request, batch span and send span linked to each, request context in the result headers', async () => {
-    const { source, sink, worker } = await tracedWorker(provider);
+    const exporter = new InMemorySpanExporter();
+    const { source, sink, worker } = await tracedWorker(tracingInto(exporter));
     await source.deliver([
       request(0, [1, 0, 0, 0], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`),
       request(1, [0, 1, 0, 0]),
@@ -152,14 +144,8 @@ describe('request tracing in the worker', () => {
 
   it('records the batch and send spans of sampled requests only, and carries unsampled contexts on', async () => {
     const sampledExporter = new InMemorySpanExporter();
-    const sampledProvider = new BasicTracerProvider({
-      // What startTracing builds: requests follow their producer, new traces are never sampled.
-      sampler: new BatchFollowsRequests(
-        new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0) }),
-      ),
-      spanProcessors: [new SimpleSpanProcessor(sampledExporter)],
-    });
-    const { source, sink, worker } = await tracedWorker(sampledProvider);
+    // Requests follow their producer's decision; new traces are never sampled at ratio 0.
+    const { source, sink, worker } = await tracedWorker(tracingInto(sampledExporter, 0));
     const UNSAMPLED = `00-${'1'.repeat(32)}-${'2'.repeat(16)}-00`;
     // Two batches: one with a sampled request among unsampled ones, one with none sampled.
     await source.deliver([
@@ -173,7 +159,6 @@ describe('request tracing in the worker', () => {
     await worker.stop();
 
     const spans = sampledExporter.getFinishedSpans();
-    await sampledProvider.shutdown();
     const processSpans = spans.filter((s) => s.name === 'process requests');
     expect(processSpans).toHaveLength(1);
     const sampledSpanId = processSpans[0]!.spanContext().spanId;
@@ -192,5 +177,79 @@ describe('request tracing in the worker', () => {
     );
     const k1 = results.find((r) => r.key?.toString() === 'k1')!;
     expect(String(k1.headers['traceparent'])).toBe(`00-${TRACE_ID}-${sampledSpanId}-01`);
+  });
+});
+
+describe('RequestTracing on its own', () => {
+  const answer = (tracing: RequestTracing, records: InboundRecord[]) => {
+    const outs = records.map((r) => ({
+      topic: 'results',
+      key: r.key,
+      value: Buffer.alloc(0),
+      headers: {} as Record<string, string | Buffer>,
+    }));
+    for (const r of records) tracing.received(r);
+    tracing.sending(records, outs, 'results');
+    for (const r of records) tracing.answered(r, 'result');
+    return outs;
+  };
+
+  it('keeps new traces at the sampling ratio, decided on the trace id as the SDK sampler does', () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter, 0.5);
+    const records = Array.from({ length: 400 }, (_, i) => request(i, [1, 2, 3, 4]));
+    const outs = answer(tracing, records);
+    const sdk = new TraceIdRatioBasedSampler(0.5);
+    const kept = outs.filter((o) => String(o.headers['traceparent']).endsWith('-01'));
+    for (const o of outs) {
+      const [, traceId] = String(o.headers['traceparent']).split('-');
+      const keep = sdk.shouldSample({} as never, traceId!).decision;
+      expect(String(o.headers['traceparent']).endsWith('-01')).toBe(
+        keep === SamplingDecision.RECORD_AND_SAMPLED,
+      );
+    }
+    expect(kept.length).toBeGreaterThan(120);
+    expect(kept.length).toBeLessThan(280);
+    // Exactly the kept ones were recorded, each with the id its result carries.
+    const recorded = exporter.getFinishedSpans().filter((s) => s.name === 'process requests');
+    expect(recorded.map((s) => s.spanContext().spanId).sort()).toEqual(
+      kept.map((o) => String(o.headers['traceparent']).split('-')[2]).sort(),
+    );
+  });
+
+  it("carries the producer's tracestate to the span and to the result", () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter);
+    const record = request(0, [1], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`);
+    record.headers['tracestate'] = Buffer.from('vendor=abc,other=1');
+    const [out] = answer(tracing, [record]);
+    expect(String(out!.headers['tracestate'])).toBe('vendor=abc,other=1');
+    const span = exporter.getFinishedSpans().find((s) => s.name === 'process requests')!;
+    expect(span.spanContext().traceState?.serialize()).toBe('vendor=abc,other=1');
+    expect(span.parentSpanContext?.isRemote).toBe(true);
+  });
+
+  it('starts a new trace for an unreadable traceparent instead of failing the request', () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter);
+    const [out] = answer(tracing, [request(0, [1], 'not-a-traceparent')]);
+    expect(String(out!.headers['traceparent'])).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    const span = exporter.getFinishedSpans()[0]!;
+    expect(span.parentSpanContext).toBeUndefined();
+  });
+
+  it('ends an abandoned request span with the reason as an event', () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter);
+    const record = request(7, [1]);
+    tracing.received(record);
+    tracing.abandoned(record, 'partition revoked');
+    const [span] = exporter.getFinishedSpans();
+    expect(span!.attributes[SPAN_ATTRIBUTE.outcome]).toBe('abandoned');
+    expect(span!.events.map((e) => [e.name, e.attributes?.['reason']])).toEqual([
+      ['abandoned', 'partition revoked'],
+    ]);
+    // Never read by a batch: no batch attributes.
+    expect(span!.attributes[SPAN_ATTRIBUTE.batchSpanId]).toBeUndefined();
   });
 });
