@@ -80,6 +80,8 @@ interface BenchOptions {
   overloadSeconds: number;
   loadSeconds: number;
   naiveSeconds: number;
+  /** Rounds of the untraced and traced throughput phases, alternated; medians reported. */
+  rounds: number;
   out: string;
   /** Only redraw `<out>/latest.svg` from this results file. */
   render: string | undefined;
@@ -135,6 +137,17 @@ function parseOptions(argv: string[]): BenchOptions {
     .addOption(
       new Option('--naive-seconds <s>', 'time budget of the naive worker').argParser(positive),
     )
+    .addOption(
+      new Option(
+        '--rounds <n>',
+        'rounds of the untraced and traced streamscore phases, alternated (medians reported)',
+      ).argParser((text: string) => {
+        const n = Number(text);
+        if (!Number.isInteger(n) || n < 1)
+          throw new InvalidArgumentError('expected an integer ≥ 1');
+        return n;
+      }),
+    )
     .option(
       '--out <dir>',
       'results folder (default bench/results, or .cache/bench/results with --quick)',
@@ -149,6 +162,7 @@ function parseOptions(argv: string[]): BenchOptions {
     overloadSeconds: number;
     loadSeconds?: number;
     naiveSeconds?: number;
+    rounds?: number;
     out?: string;
     render?: string;
   }>();
@@ -160,6 +174,7 @@ function parseOptions(argv: string[]): BenchOptions {
     overloadSeconds: o.overloadSeconds,
     loadSeconds: o.loadSeconds ?? (o.quick ? 2 : 8),
     naiveSeconds: o.naiveSeconds ?? (o.quick ? 2 : 10),
+    rounds: o.rounds ?? (o.quick ? 1 : 3),
     out: path.resolve(
       ROOT,
       o.out ?? (o.quick ? path.join('.cache', 'bench', 'results') : path.join('bench', 'results')),
@@ -1449,8 +1464,12 @@ interface ModelReport {
     /** The same, spans exported to a local Jaeger v2 that stores them, on the same cores. */
     streamscore_traced_jaeger?: StreamscoreThroughput;
   };
-  /** streamscore with tracing at 100 % (OTLP to a discarding receiver), records/s. */
+  /** Each round's untraced rate (streamscore_rps is their median), records/s. */
+  streamscore_rounds_rps?: number[];
+  /** streamscore with tracing at 100 % (OTLP to a discarding receiver), median round, records/s. */
   streamscore_traced_rps: number | null;
+  /** Each round's traced rate. */
+  streamscore_traced_rounds_rps?: number[];
   /** Throughput lost to tracing at 100 %: 1 − traced ÷ untraced, in percent. */
   tracing_cost_pct: number | null;
   /** streamscore with tracing at 100 % into a local Jaeger v2; null if no Jaeger. */
@@ -1523,10 +1542,38 @@ async function benchModel(
   say('  4/4 streamscore with defaults (startService, in this process)…');
   // The throughput phase stays in this process: its window is read from the worker's own
   // counters (polled every 2 ms); the latency loads and the overload run `streamscore run`.
-  const ss = await streamscoreThroughput(bench, name, requests, count);
-  say(
-    `      ${fmtRate(ss.result.rps)}/s (mean batch ${ss.result.mean_batch}, ${ss.result.seconds.toFixed(1)} s)`,
-  );
+  // Alternated with the traced phase, round by round, so slow spells of a shared machine fall on
+  // both; the median round of each is reported.
+  type Run = Awaited<ReturnType<typeof streamscoreThroughput>>;
+  const untracedRuns: Run[] = [];
+  const tracedRuns: Run[] = [];
+  const tracedSay = (t: Run) =>
+    say(
+      `      ${fmtRate(t.result.rps)}/s (mean batch ${t.result.mean_batch}, ${t.result.seconds.toFixed(1)} s; receiver ${t.result.cpu_cores.receiver ?? '?'} cores; ${t.result.spans_dropped ?? '?'} spans dropped)`,
+    );
+  for (let round = 1; round <= bench.options.rounds; round++) {
+    const of = bench.options.rounds > 1 ? ` (round ${round} of ${bench.options.rounds})` : '';
+    if (round > 1) say(`  4/4 streamscore with defaults${of}…`);
+    const run = await streamscoreThroughput(bench, name, requests, count);
+    untracedRuns.push(run);
+    say(
+      `      ${fmtRate(run.result.rps)}/s (mean batch ${run.result.mean_batch}, ${run.result.seconds.toFixed(1)} s)`,
+    );
+    say(
+      `  +   streamscore with tracing at 100 % (spans over OTLP to a receiver that discards them)${of}…`,
+    );
+    const traced = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', {
+      kind: 'sink',
+      endpoint: bench.otlpSink.url,
+      pid: bench.otlpSink.pid,
+    });
+    tracedRuns.push(traced);
+    tracedSay(traced);
+  }
+  const medianRun = (runs: Run[]): Run =>
+    [...runs].sort((a, b) => a.result.rps - b.result.rps)[Math.floor(runs.length / 2)]!;
+  const ss = medianRun(untracedRuns);
+  const traced = medianRun(tracedRuns);
 
   say('  +   streamscore with delivery.mode exactly-once (per-partition transactions)…');
   const eos = await streamscoreThroughput(bench, name, requests, count, 'exactly-once');
@@ -1534,20 +1581,7 @@ async function benchModel(
     `      ${fmtRate(eos.result.rps)}/s (mean batch ${eos.result.mean_batch}, ${eos.result.seconds.toFixed(1)} s)`,
   );
 
-  const tracedSay = (t: Awaited<ReturnType<typeof streamscoreThroughput>>) =>
-    say(
-      `      ${fmtRate(t.result.rps)}/s (mean batch ${t.result.mean_batch}, ${t.result.seconds.toFixed(1)} s; receiver ${t.result.cpu_cores.receiver ?? '?'} cores; ${t.result.spans_dropped ?? '?'} spans dropped)`,
-    );
-  say(
-    '  +   streamscore with tracing at 100 % (spans over OTLP to a receiver that discards them)…',
-  );
-  const traced = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', {
-    kind: 'sink',
-    endpoint: bench.otlpSink.url,
-    pid: bench.otlpSink.pid,
-  });
-  tracedSay(traced);
-  let tracedJaeger: Awaited<ReturnType<typeof streamscoreThroughput>> | undefined;
+  let tracedJaeger: Run | undefined;
   if (bench.jaeger) {
     say('  +   streamscore with tracing at 100 % (spans over OTLP to a local Jaeger v2)…');
     tracedJaeger = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', {
@@ -1569,7 +1603,9 @@ async function benchModel(
     streamscore_rps: round(ss.result.rps),
     streamscore_exactly_once_rps: round(eos.result.rps),
     exactly_once_cost_pct: round((1 - eos.result.rps / ss.result.rps) * 100, 1),
+    streamscore_rounds_rps: untracedRuns.map((r) => round(r.result.rps)),
     streamscore_traced_rps: round(traced.result.rps),
+    streamscore_traced_rounds_rps: tracedRuns.map((r) => round(r.result.rps)),
     tracing_cost_pct: round((1 - traced.result.rps / ss.result.rps) * 100, 1),
     streamscore_traced_jaeger_rps: tracedJaeger ? round(tracedJaeger.result.rps) : null,
     tracing_jaeger_cost_pct: tracedJaeger

@@ -538,6 +538,15 @@ export const configSchema = z
           .describe(
             'Finished spans held for export. When the receiver cannot keep up the newest spans are dropped (counted in otel_sdk_processor_span_processed_total{error_type="queue_full"}), never the records: raise it, or lower tracesSampleRatio.',
           ),
+        traceThreadNice: z
+          .number()
+          .int()
+          .min(0)
+          .max(19)
+          .default(19)
+          .describe(
+            'Nice value of the thread that makes and exports spans (Linux). Above 0 it yields the CPU to the thread that reads, scores and answers records: on a busy machine spans wait, or are dropped and counted, instead of results. 0: the same priority as the worker.',
+          ),
         metricsExportIntervalMs: z
           .number()
           .int()

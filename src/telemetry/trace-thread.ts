@@ -8,6 +8,8 @@
  * second, the processor's own metrics (spans exported, failed, dropped; its queue), which the
  * main thread serves at /metrics under the SDK's names.
  */
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Attributes } from '@opentelemetry/api';
 // OTLP/protobuf: about a quarter cheaper to serialise than OTLP/JSON and less than half the bytes.
@@ -26,6 +28,8 @@ export interface TraceThreadData {
   groupId: string;
   /** The processor's queue (telemetry.traceQueueSize). */
   queueSize: number;
+  /** This thread's nice value (telemetry.traceThreadNice); 0 leaves it as the process's. */
+  nice: number;
 }
 
 export type ToTraceThread =
@@ -67,7 +71,23 @@ class OnDemandReader extends MetricReader {
 
 const STATS_INTERVAL_MS = 1000;
 
+/**
+ * Lowers this thread's CPU priority (Linux: setpriority on the thread's own id changes only the
+ * thread). Where it cannot, the thread runs at the process's priority.
+ */
+function lowerPriority(nice: number): void {
+  if (nice === 0 || process.platform !== 'linux') return;
+  try {
+    // /proc/thread-self -> "<pid>/task/<tid>"
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    setPriority(tid, nice);
+  } catch {
+    // not permitted or no procfs: same priority as the event loop
+  }
+}
+
 function run(port: NonNullable<typeof parentPort>, data: TraceThreadData): void {
+  lowerPriority(data.nice);
   const post = (message: FromTraceThread): void => port.postMessage(message);
   const reader = new OnDemandReader();
   const selfObs = new MeterProvider({ readers: [reader] });

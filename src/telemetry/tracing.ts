@@ -74,6 +74,7 @@ export function startTracing(
       version: options.version,
       groupId: options.groupId,
       queueSize: config.traceQueueSize,
+      nice: config.traceThreadNice,
     },
     log,
     options.meterProvider,
