@@ -740,6 +740,8 @@ interface StreamscoreThroughput extends Throughput {
   spans_dropped?: number;
 }
 
+let throughputRuns = 0;
+
 /** Where a traced phase sends its spans: its OTLP endpoint and the receiver's process. */
 interface TraceReceiver {
   kind: 'sink' | 'jaeger';
@@ -776,8 +778,11 @@ async function streamscoreThroughput(
   traces: TraceReceiver | null = null,
 ): Promise<{ result: StreamscoreThroughput; config: StreamscoreConfig }> {
   const suffix = traces ? `ss-traced-${traces.kind}` : mode === 'exactly-once' ? 'ss-eos' : 'ss';
-  const results = `${requests}.${suffix}-results`;
-  const deadLetter = `${requests}.${suffix}-dead-letter`;
+  // Fresh topics every run: a second round reading the first round's results back would take
+  // their (earlier) receivedAt as its start.
+  const run = ++throughputRuns;
+  const results = `${requests}.${suffix}-${run}-results`;
+  const deadLetter = `${requests}.${suffix}-${run}-dead-letter`;
   await createTopics(bench, results, deadLetter);
   const config = streamscoreConfig(
     bench,
