@@ -37,8 +37,6 @@ export interface TracingHandle {
   flush(): Promise<void>;
   /** Hands over what is buffered, lets the thread export it, and stops the thread. */
   shutdown(): Promise<void>;
-  /** Milliseconds the tracing thread has spent working (not waiting), over its restarts too. */
-  threadBusyMs(): number;
 }
 
 export interface TracingOptions {
@@ -84,7 +82,6 @@ export function startTracing(
     requests: new RequestTracing(thread, config.tracesSampleRatio),
     flush: () => thread.flush(),
     shutdown: () => thread.shutdown(),
-    threadBusyMs: () => thread.busyMs(),
   };
 }
 
@@ -221,10 +218,13 @@ export class RequestTracing {
     startedAt: number,
     receivedAt: readonly number[],
   ): (inferredAt: number, error?: Error) => void {
-    const sampled: { t: RequestTrace; i: number }[] = [];
+    const sampled: RequestTrace[] = [];
     records.forEach((record, i) => {
       const t = this.traces.get(record);
-      if (t?.sampled) sampled.push({ t, i });
+      if (!t?.sampled) return;
+      // Known now: the wait ends as the batch starts.
+      t.batchWaitMs = round(startedAt - receivedAt[i]!);
+      sampled.push(t);
     });
     if (sampled.length === 0) return noop;
     const spanId = this.ids.spanId();
@@ -233,9 +233,8 @@ export class RequestTracing {
     return (inferredAt, error) => {
       const inferenceMs = round(inferredAt - startedAt);
       const links: string[] = [];
-      for (const { t, i } of sampled) {
+      for (const t of sampled) {
         t.batchSpanId = spanId;
-        t.batchWaitMs = round(startedAt - receivedAt[i]!);
         t.inferenceMs = inferenceMs;
         links.push(t.traceId, t.spanId);
       }
@@ -389,7 +388,6 @@ class TraceThread implements SpanSink {
   private nextFlush = 0;
   private stopping: Promise<void> | undefined;
   private restartDelayMs = 1000;
-  private retiredBusyMs = 0;
 
   constructor(
     private readonly data: TraceThreadData,
@@ -442,10 +440,6 @@ class TraceThread implements SpanSink {
     return this.stopping;
   }
 
-  busyMs(): number {
-    return this.retiredBusyMs + (this.worker?.performance.eventLoopUtilization().active ?? 0);
-  }
-
   private handOff(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
@@ -485,7 +479,6 @@ class TraceThread implements SpanSink {
         { code, spansLost: this.inFlight, restartInMs: this.restartDelayMs },
         'tracing thread exited; starting it again',
       );
-      this.retiredBusyMs += worker.performance.eventLoopUtilization().active;
       this.worker = undefined;
       this.droppedHere += this.inFlight;
       this.inFlight = 0;
