@@ -72,6 +72,7 @@ export function toRecord(topic: string, partition: number, message: KafkaMessage
     value: message.value,
     headers: toHeaders(message.headers),
     timestamp: Number(message.timestamp),
+    trace: undefined, // every record with the same shape
   };
 }
 

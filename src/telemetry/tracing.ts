@@ -86,11 +86,38 @@ export function startTracing(
 }
 
 /** What the worker knows of a request's span while the request is in flight. */
-interface RequestTrace extends RequestSpanRecord {
-  sampled: boolean;
+class RequestTrace implements RequestSpanRecord {
+  queueWaitMs: number;
+  end = Number.NaN;
+  batchWaitMs = Number.NaN;
+  inferenceMs = Number.NaN;
+  requestId = '';
+  batchSpanId = '';
+  outcome: Outcome = 'result';
+  errorCode = '';
+  abandonReason = '';
   /** The `send` span of the answers this request's answer went out with. */
-  send: OpenGroup | undefined;
+  send: OpenGroup | undefined = undefined;
+
+  constructor(
+    readonly topic: string,
+    readonly partition: number,
+    readonly offset: number,
+    readonly traceId: string,
+    readonly spanId: string,
+    readonly parentSpanId: string,
+    readonly traceState: string,
+    readonly sampled: boolean,
+    readonly start: number,
+    timestamp: number,
+  ) {
+    this.queueWaitMs = Math.max(0, Date.now() - timestamp);
+  }
 }
+
+/** The record's trace while it is in flight (InboundRecord.trace), if it is traced. */
+const traceOf = (record: InboundRecord): RequestTrace | undefined =>
+  record.trace as RequestTrace | undefined;
 
 /** A `send` span that ends with the last of its requests. */
 interface OpenGroup extends GroupSpanRecord {
@@ -144,7 +171,6 @@ const round = (ms: number): number => Math.round(ms * 100) / 100;
  * Per request this notes ids and times only; the spans are made elsewhere (SpanSink).
  */
 export class RequestTracing {
-  private readonly traces = new WeakMap<InboundRecord, RequestTrace>();
   private readonly ids = new IdPool();
   /** Decides for requests that start a trace; none at 100 % (every one is kept). */
   private readonly newTraces: Sampler | undefined;
@@ -176,38 +202,29 @@ export class RequestTracing {
     const traceId = parent?.traceId ?? this.ids.traceId();
     const sampled = parent ? (parent.traceFlags & SAMPLED) !== 0 : this.keepsNewTrace(traceId);
     const traceState = parent ? (record.headers['tracestate']?.toString('latin1') ?? '') : '';
-    this.traces.set(record, {
-      topic: record.topic,
-      partition: record.partition,
-      offset: Number(record.offset),
+    record.trace = new RequestTrace(
+      record.topic,
+      record.partition,
+      Number(record.offset),
       traceId,
-      spanId: this.ids.spanId(),
-      parentSpanId: parent?.spanId ?? '',
+      this.ids.spanId(),
+      parent?.spanId ?? '',
       traceState,
       sampled,
-      start: epochNow(),
-      end: Number.NaN,
-      queueWaitMs: Math.max(0, Date.now() - record.timestamp),
-      batchWaitMs: Number.NaN,
-      inferenceMs: Number.NaN,
-      requestId: '',
-      batchSpanId: '',
-      outcome: 'result',
-      errorCode: '',
-      abandonReason: '',
-      send: undefined,
-    });
+      epochNow(),
+      record.timestamp,
+    );
   }
 
   /** The record's span context, for log lines about it. */
   logFields(record: InboundRecord): { trace_id: string; span_id: string } | Record<string, never> {
-    const t = this.traces.get(record);
+    const t = traceOf(record);
     return t ? { trace_id: t.traceId, span_id: t.spanId } : {};
   }
 
   /** The request id is known once decoded. */
   identified(record: InboundRecord, requestId: string): void {
-    const t = this.traces.get(record);
+    const t = traceOf(record);
     if (t) t.requestId = requestId;
   }
 
@@ -220,7 +237,7 @@ export class RequestTracing {
   ): (inferredAt: number, error?: Error) => void {
     const sampled: RequestTrace[] = [];
     records.forEach((record, i) => {
-      const t = this.traces.get(record);
+      const t = traceOf(record);
       if (!t?.sampled) return;
       // Known now: the wait ends as the batch starts.
       t.batchWaitMs = round(startedAt - receivedAt[i]!);
@@ -232,12 +249,11 @@ export class RequestTracing {
     const start = epochNow();
     return (inferredAt, error) => {
       const inferenceMs = round(inferredAt - startedAt);
-      const links: string[] = [];
       for (const t of sampled) {
         t.batchSpanId = spanId;
         t.inferenceMs = inferenceMs;
-        links.push(t.traceId, t.spanId);
       }
+      const links = linkIds(sampled);
       this.spans.group({
         kind: 'infer',
         name: `infer ${model.name}`,
@@ -276,7 +292,7 @@ export class RequestTracing {
     const linked: RequestTrace[] = [];
     const topics = new Set<string>();
     for (let i = 0; i < records.length; i++) {
-      const t = this.traces.get(records[i]!);
+      const t = traceOf(records[i]!);
       const out = outs[i];
       if (!t || !out) continue;
       if (isResult(out.topic)) {
@@ -303,7 +319,7 @@ export class RequestTracing {
         'messaging.batch.message_count': linked.length,
         ...(topic ? { 'messaging.destination.name': topic } : {}),
       },
-      links: linked.flatMap((t) => [t.traceId, t.spanId]),
+      links: linkIds(linked),
       error: '',
       open: linked.length,
     };
@@ -326,9 +342,9 @@ export class RequestTracing {
     errorCode: string,
     abandonReason: string,
   ): void {
-    const t = this.traces.get(record);
+    const t = traceOf(record);
     if (!t) return;
-    this.traces.delete(record);
+    record.trace = undefined;
     if (!t.sampled) return;
     t.end = epochNow();
     t.outcome = outcome;
@@ -344,6 +360,16 @@ export class RequestTracing {
 }
 
 const noop = (): void => undefined;
+
+/** Links to these requests' spans: trace id, span id, trace id, span id, … */
+function linkIds(traces: readonly RequestTrace[]): string[] {
+  const ids = new Array<string>(traces.length * 2);
+  for (let i = 0; i < traces.length; i++) {
+    ids[2 * i] = traces[i]!.traceId;
+    ids[2 * i + 1] = traces[i]!.spanId;
+  }
+  return ids;
+}
 
 /** Request records held before they are handed over together (fewer for a small queue). */
 const HANDOFF_SPANS = 1024;

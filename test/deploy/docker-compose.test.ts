@@ -3,7 +3,7 @@
  * (CI has no Docker engine); the tests read both files and hold them against what the worker
  * actually needs: the config schema, the files it reads at run time, how it stops.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -351,6 +351,19 @@ describe('Dockerfile', () => {
       );
       expect(existsSync(path.join(ROOT, sourceFile)), sourceFile).toBe(true);
       expect(originOf(build, posix.resolve(build.workdir, sourceFile))?.source).toBe(sourceFile);
+    }
+  });
+
+  it('serves the patched dependencies: applied in the build stage, copied to the runtime', () => {
+    // npm ci --ignore-scripts skips the postinstall (patch-package) that applies patches/.
+    const patched = readdirSync(path.join(ROOT, 'patches')).map((f) => f.split('+')[0]!);
+    expect(patched).toContain('kafkajs');
+    for (const name of patched) {
+      const origin = originOf(runtime, posix.resolve(runtime.workdir, 'node_modules', name));
+      expect(origin?.from, `${name} must come from the build stage`).toBeDefined();
+      const build = stageNamed(origin!.from)!;
+      expect(originOf(build, posix.resolve(build.workdir, 'patches'))?.source).toBe('patches');
+      expect(build.runs.some((run) => run.startsWith('npx patch-package'))).toBe(true);
     }
   });
 
