@@ -224,6 +224,15 @@ class RssSampler {
  * CPU time of this process, and of the local broker's JVM and an OTLP receiver (read from /proc),
  * over a window, in cores.
  */
+/** CPU seconds the calling thread has run (Linux: /proc/thread-self/schedstat); null elsewhere. */
+function threadCpuSeconds(): number | null {
+  try {
+    return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e9;
+  } catch {
+    return null;
+  }
+}
+
 function cpuMeter(
   brokerPid: number | undefined,
   receiverPid?: number,
@@ -738,6 +747,13 @@ interface StreamscoreThroughput extends Throughput {
   peak_rss_mb: number;
   /** Traced phases: spans dropped (export queue full), from the worker's /metrics. */
   spans_dropped?: number;
+  /**
+   * CPU time of this process's main thread (the worker's event loop) per request, from the
+   * worker's start to its last answer, in µs; null where Linux's per-thread statistics are not
+   * readable. The worker's throughput is bounded by this thread, and its CPU time moves less
+   * with a busy machine than the wall clock does.
+   */
+  main_thread_us_per_request: number | null;
 }
 
 let throughputRuns = 0;
@@ -800,6 +816,8 @@ async function streamscoreThroughput(
   let cores: Throughput['cpu_cores'];
   let drained: boolean;
   let spansDropped: number | undefined;
+  let mainThreadAtStart: number | null = null;
+  let mainThreadSeconds: number | null = null;
   // Samples of the poll below, once the worker has read something: how often it held no
   // unanswered request at all, i.e. waited for Kafka to hand it more.
   let samples = 0;
@@ -807,6 +825,7 @@ async function streamscoreThroughput(
   try {
     service = await startService(config, { log: startup.log });
     const cpu = cpuMeter(bench.broker?.pid, traces?.pid);
+    mainThreadAtStart = threadCpuSeconds();
     const { worker } = service;
     const snapshot = worker.metrics.snapshot;
     end = await until(
@@ -824,6 +843,11 @@ async function streamscoreThroughput(
       () => `${snapshot.produced} of ${expected} answered`,
     );
     cores = cpu();
+    const mainThreadAtEnd = threadCpuSeconds();
+    mainThreadSeconds =
+      mainThreadAtStart === null || mainThreadAtEnd === null
+        ? null
+        : mainThreadAtEnd - mainThreadAtStart;
     if (traces) {
       // The tracing thread reports its processor's counts every second.
       await sleep(1500);
@@ -878,6 +902,8 @@ async function streamscoreThroughput(
       rss_at_start_mb: round(rssAtStart),
       peak_rss_mb: round(peak),
       ...(spansDropped === undefined ? {} : { spans_dropped: spansDropped }),
+      main_thread_us_per_request:
+        mainThreadSeconds === null ? null : round((mainThreadSeconds * 1e6) / expected, 1),
     },
   };
 }
@@ -1477,6 +1503,16 @@ interface ModelReport {
   streamscore_traced_rounds_rps?: number[];
   /** Throughput lost to tracing at 100 %: 1 − traced ÷ untraced, in percent. */
   tracing_cost_pct: number | null;
+  /** Each untraced and traced round's main-thread CPU per request, µs (see StreamscoreThroughput). */
+  main_thread_us_per_request_rounds?: (number | null)[];
+  traced_main_thread_us_per_request_rounds?: (number | null)[];
+  /**
+   * What tracing at 100 % adds to the main thread per request: median traced − median untraced
+   * round, µs, and as a share of the untraced main thread's time (the throughput it costs when
+   * that thread is the bottleneck). Steadier than the rates on a shared machine.
+   */
+  tracing_main_thread_us_per_request?: number | null;
+  tracing_main_thread_cost_pct?: number | null;
   /** streamscore with tracing at 100 % into a local Jaeger v2; null if no Jaeger. */
   streamscore_traced_jaeger_rps?: number | null;
   /** Throughput lost with Jaeger storing the spans on the same cores, in percent. */
@@ -1554,7 +1590,7 @@ async function benchModel(
   const tracedRuns: Run[] = [];
   const tracedSay = (t: Run) =>
     say(
-      `      ${fmtRate(t.result.rps)}/s (mean batch ${t.result.mean_batch}, ${t.result.seconds.toFixed(1)} s; receiver ${t.result.cpu_cores.receiver ?? '?'} cores; ${t.result.spans_dropped ?? '?'} spans dropped)`,
+      `      ${fmtRate(t.result.rps)}/s (mean batch ${t.result.mean_batch}, ${t.result.seconds.toFixed(1)} s; main thread ${t.result.main_thread_us_per_request ?? '?'} µs per request; receiver ${t.result.cpu_cores.receiver ?? '?'} cores; ${t.result.spans_dropped ?? '?'} spans dropped)`,
     );
   for (let round = 1; round <= bench.options.rounds; round++) {
     const of = bench.options.rounds > 1 ? ` (round ${round} of ${bench.options.rounds})` : '';
@@ -1562,7 +1598,7 @@ async function benchModel(
     const run = await streamscoreThroughput(bench, name, requests, count);
     untracedRuns.push(run);
     say(
-      `      ${fmtRate(run.result.rps)}/s (mean batch ${run.result.mean_batch}, ${run.result.seconds.toFixed(1)} s)`,
+      `      ${fmtRate(run.result.rps)}/s (mean batch ${run.result.mean_batch}, ${run.result.seconds.toFixed(1)} s; main thread ${run.result.main_thread_us_per_request ?? '?'} µs per request)`,
     );
     say(
       `  +   streamscore with tracing at 100 % (spans over OTLP to a receiver that discards them)${of}…`,
@@ -1612,6 +1648,11 @@ async function benchModel(
     streamscore_traced_rps: round(traced.result.rps),
     streamscore_traced_rounds_rps: tracedRuns.map((r) => round(r.result.rps)),
     tracing_cost_pct: round((1 - traced.result.rps / ss.result.rps) * 100, 1),
+    main_thread_us_per_request_rounds: untracedRuns.map((r) => r.result.main_thread_us_per_request),
+    traced_main_thread_us_per_request_rounds: tracedRuns.map(
+      (r) => r.result.main_thread_us_per_request,
+    ),
+    ...mainThreadCost(untracedRuns, tracedRuns),
     streamscore_traced_jaeger_rps: tracedJaeger ? round(tracedJaeger.result.rps) : null,
     tracing_jaeger_cost_pct: tracedJaeger
       ? round((1 - tracedJaeger.result.rps / ss.result.rps) * 100, 1)
@@ -1665,6 +1706,27 @@ async function benchModel(
     lat.worker.batch_size ?? ss.result.batch_size_limit ?? ss.config.batching.maxBatchSize,
   );
   return report;
+}
+
+/** Median traced − median untraced main-thread CPU per request (null without the statistics). */
+function mainThreadCost(
+  untraced: { result: StreamscoreThroughput }[],
+  traced: { result: StreamscoreThroughput }[],
+): Pick<ModelReport, 'tracing_main_thread_us_per_request' | 'tracing_main_thread_cost_pct'> {
+  const median = (runs: { result: StreamscoreThroughput }[]): number | null => {
+    const values = runs.map((r) => r.result.main_thread_us_per_request);
+    if (values.some((v) => v === null)) return null;
+    return (values as number[]).sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+  };
+  const before = median(untraced);
+  const after = median(traced);
+  if (before === null || after === null) {
+    return { tracing_main_thread_us_per_request: null, tracing_main_thread_cost_pct: null };
+  }
+  return {
+    tracing_main_thread_us_per_request: round(after - before, 1),
+    tracing_main_thread_cost_pct: round(((after - before) / after) * 100, 1),
+  };
 }
 
 function roundThroughput<T extends Throughput>(t: T): T {
@@ -1792,7 +1854,7 @@ function printTable(r: ModelReport): void {
     tracedRow(
       'streamscore, tracing 100 %',
       r.streamscore_traced_rps,
-      `spans over OTLP to a receiver that discards them: ${r.tracing_cost_pct} % below untraced`,
+      `spans over OTLP to a receiver that discards them: ${r.tracing_cost_pct} % below untraced; main thread +${r.tracing_main_thread_us_per_request ?? '?'} µs per request (${r.tracing_main_thread_cost_pct ?? '?'} % of its time)`,
       r.phases.streamscore_traced,
     );
   }
