@@ -26,7 +26,7 @@ export interface SpanBuilderOptions {
   groupId: string;
 }
 
-const SCOPE: InstrumentationScope = { name: 'streamscore' };
+export const SCOPE: InstrumentationScope = { name: 'streamscore' };
 const UNSET: SpanStatus = { code: SpanStatusCode.UNSET };
 
 /**
@@ -34,7 +34,7 @@ const UNSET: SpanStatus = { code: SpanStatusCode.UNSET };
  * whole from records, after the fact, so the SDK's live Span (mutable, checked on every
  * setAttribute) would only add cost: these are what its `end()` hands on.
  */
-class EndedSpan implements ReadableSpan {
+export class EndedSpan implements ReadableSpan {
   readonly ended = true;
   readonly droppedAttributesCount = 0;
   readonly droppedEventsCount = 0;
@@ -63,6 +63,121 @@ class EndedSpan implements ReadableSpan {
   }
 }
 
+/** What every request span of one builder shares. */
+export interface RequestSpanShared {
+  readonly groupId: string;
+  readonly resource: Resource;
+  readonly scope: InstrumentationScope;
+}
+
+/**
+ * A request's `process` span over its record. One is made per request, so it holds only the
+ * record: the span's fields are worked out when read. The OTLP encoder (otlp/trace-serializer.ts)
+ * reads the record itself and never asks; any other exporter or processor sees an ordinary
+ * ReadableSpan.
+ */
+export class RequestSpan implements ReadableSpan {
+  readonly ended = true;
+  readonly kind = SpanKind.CONSUMER;
+  readonly links: Link[] = [];
+  readonly droppedAttributesCount = 0;
+  readonly droppedEventsCount = 0;
+  readonly droppedLinksCount = 0;
+
+  constructor(
+    readonly record: RequestSpanRecord,
+    readonly shared: RequestSpanShared,
+  ) {}
+
+  get resource(): Resource {
+    return this.shared.resource;
+  }
+
+  get instrumentationScope(): InstrumentationScope {
+    return this.shared.scope;
+  }
+
+  get name(): string {
+    return `process ${this.record.topic}`;
+  }
+
+  private get traceState(): TraceState | undefined {
+    return this.record.traceState ? new TraceState(this.record.traceState) : undefined;
+  }
+
+  spanContext(): SpanContext {
+    const r = this.record;
+    const traceState = this.traceState;
+    return {
+      traceId: r.traceId,
+      spanId: r.spanId,
+      traceFlags: TraceFlags.SAMPLED,
+      ...(traceState ? { traceState } : {}),
+    };
+  }
+
+  get parentSpanContext(): SpanContext | undefined {
+    const r = this.record;
+    if (!r.parentSpanId) return undefined;
+    const traceState = this.traceState;
+    return {
+      traceId: r.traceId,
+      spanId: r.parentSpanId,
+      traceFlags: TraceFlags.SAMPLED,
+      isRemote: true,
+      ...(traceState ? { traceState } : {}),
+    };
+  }
+
+  get startTime(): HrTime {
+    return millisToHrTime(this.record.start);
+  }
+
+  get endTime(): HrTime {
+    return millisToHrTime(this.record.end);
+  }
+
+  get duration(): HrTime {
+    return hrTimeDuration(this.startTime, this.endTime);
+  }
+
+  /** In this order on the wire too (otlp/trace-serializer.ts). */
+  get attributes(): Attributes {
+    const r = this.record;
+    const attributes: Attributes = {
+      'messaging.system': 'kafka',
+      'messaging.operation.type': 'process',
+      'messaging.destination.name': r.topic,
+      'messaging.destination.partition.id': String(r.partition),
+      'messaging.kafka.offset': r.offset,
+      'messaging.consumer.group.name': this.shared.groupId,
+      [SPAN_ATTRIBUTE.queueWaitMs]: r.queueWaitMs,
+      [SPAN_ATTRIBUTE.outcome]: r.outcome,
+    };
+    if (r.requestId) attributes['messaging.message.id'] = r.requestId;
+    if (r.batchSpanId) {
+      // Model, version, backend and batch size are on the batch span, one hop away by its id.
+      attributes[SPAN_ATTRIBUTE.batchSpanId] = r.batchSpanId;
+      attributes[SPAN_ATTRIBUTE.batchWaitMs] = r.batchWaitMs;
+      attributes[SPAN_ATTRIBUTE.inferenceMs] = r.inferenceMs;
+    }
+    if (r.errorCode) attributes[SPAN_ATTRIBUTE.errorCode] = r.errorCode;
+    return attributes;
+  }
+
+  get events(): TimedEvent[] {
+    const r = this.record;
+    return r.abandonReason
+      ? [{ name: 'abandoned', time: this.endTime, attributes: { reason: r.abandonReason } }]
+      : [];
+  }
+
+  get status(): SpanStatus {
+    const code = this.record.errorCode;
+    return code ? { code: SpanStatusCode.ERROR, message: code } : UNSET;
+  }
+}
+
 /**
  * Makes OpenTelemetry spans from finished span records, with the ids, times and sampling
  * decisions the main thread already gave them (results went out carrying those ids), and hands
@@ -72,10 +187,12 @@ class EndedSpan implements ReadableSpan {
 export class SpanBuilder {
   private readonly processors: SpanProcessor[];
   private readonly resource: Resource;
+  private readonly shared: RequestSpanShared;
 
-  constructor(private readonly options: SpanBuilderOptions) {
+  constructor(options: SpanBuilderOptions) {
     this.processors = options.spanProcessors;
     this.resource = options.resource ?? emptyResource();
+    this.shared = { groupId: options.groupId, resource: this.resource, scope: SCOPE };
   }
 
   /** Makes and ends every span in `records`; returns how many. */
@@ -113,62 +230,10 @@ export class SpanBuilder {
   }
 
   private request(r: RequestSpanRecord): void {
-    const traceState = r.traceState ? new TraceState(r.traceState) : undefined;
-    const context: SpanContext = {
-      traceId: r.traceId,
-      spanId: r.spanId,
-      traceFlags: TraceFlags.SAMPLED,
-      ...(traceState ? { traceState } : {}),
-    };
-    const parent: SpanContext | undefined = r.parentSpanId
-      ? {
-          traceId: r.traceId,
-          spanId: r.parentSpanId,
-          traceFlags: TraceFlags.SAMPLED,
-          isRemote: true,
-          ...(traceState ? { traceState } : {}),
-        }
-      : undefined;
-    const attributes: Attributes = {
-      'messaging.system': 'kafka',
-      'messaging.operation.type': 'process',
-      'messaging.destination.name': r.topic,
-      'messaging.destination.partition.id': String(r.partition),
-      'messaging.kafka.offset': r.offset,
-      'messaging.consumer.group.name': this.options.groupId,
-      [SPAN_ATTRIBUTE.queueWaitMs]: r.queueWaitMs,
-      [SPAN_ATTRIBUTE.outcome]: r.outcome,
-    };
-    if (r.requestId) attributes['messaging.message.id'] = r.requestId;
-    if (r.batchSpanId) {
-      // Model, version, backend and batch size are on the batch span, one hop away by its id.
-      attributes[SPAN_ATTRIBUTE.batchSpanId] = r.batchSpanId;
-      attributes[SPAN_ATTRIBUTE.batchWaitMs] = r.batchWaitMs;
-      attributes[SPAN_ATTRIBUTE.inferenceMs] = r.inferenceMs;
-    }
-    if (r.errorCode) attributes[SPAN_ATTRIBUTE.errorCode] = r.errorCode;
-    const end = millisToHrTime(r.end);
-    this.end(
-      new EndedSpan(
-        `process ${r.topic}`,
-        SpanKind.CONSUMER,
-        context,
-        parent,
-        millisToHrTime(r.start),
-        end,
-        attributes,
-        [],
-        r.abandonReason
-          ? [{ name: 'abandoned', time: end, attributes: { reason: r.abandonReason } }]
-          : [],
-        r.errorCode ? { code: SpanStatusCode.ERROR, message: r.errorCode } : UNSET,
-        this.resource,
-        SCOPE,
-      ),
-    );
+    this.end(new RequestSpan(r, this.shared));
   }
 
-  private end(span: EndedSpan): void {
+  private end(span: ReadableSpan): void {
     for (const processor of this.processors) processor.onEnd(span);
   }
 
