@@ -29,11 +29,10 @@ export function utf8(s: string): Uint8Array {
   return encoder.encode(s);
 }
 
-function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  return c - 55;
-}
+/** Hex digit values by character code; ids are lowercase hex (W3C trace context). */
+const HEX = new Uint8Array(128);
+for (let i = 0; i < 10; i++) HEX[48 + i] = i;
+for (let i = 0; i < 6; i++) HEX[97 + i] = HEX[65 + i] = 10 + i;
 
 export class ProtoWriter {
   private buf: Uint8Array;
@@ -163,8 +162,7 @@ export class ProtoWriter {
     const buf = this.buf;
     buf[this.pos++] = n;
     for (let i = 0; i < n; i++) {
-      buf[this.pos + i] =
-        (hexDigit(hex.charCodeAt(2 * i)) << 4) | hexDigit(hex.charCodeAt(2 * i + 1));
+      buf[this.pos + i] = (HEX[hex.charCodeAt(2 * i)]! << 4) | HEX[hex.charCodeAt(2 * i + 1)]!;
     }
     this.pos += n;
   }
