@@ -3,15 +3,18 @@ import { describe, expect, it } from 'vitest';
 
 /**
  * patches/kafkajs+2.2.4.patch rewrites how kafkajs encodes one record (headers inline, one
- * encoder of the record's size) because the original allocated 512 zeroed bytes per header. The
- * bytes on the wire must not change: these compare the patched encoder with the original
- * composition, rebuilt here from kafkajs's own Encoder and Header modules, and read the result
+ * encoder of the record's size) because the original allocated 512 zeroed bytes per header, and
+ * how its Encoder writes varints (in place, not through an array and a Buffer each; 32-bit varlongs
+ * without Long). The bytes on the wire must not change: these compare the patched varints with
+ * kafkajs 2.2.4's own algorithm (kept below as the reference) and its decoder, and the patched
+ * record with the original composition, rebuilt from kafkajs's Encoder and Header modules, read
  * back with kafkajs's record decoder.
  */
 const require = createRequire(import.meta.url);
 type Headers = Record<string, string | Buffer | (string | Buffer)[]>;
 interface EncoderInstance {
   buffer: Buffer;
+  writeUVarInt(v: number): EncoderInstance;
   writeVarInt(v: number): EncoderInstance;
   writeInt8(v: number): EncoderInstance;
   writeVarLong(v: number): EncoderInstance;
@@ -19,7 +22,8 @@ interface EncoderInstance {
   writeVarIntArray(v: EncoderInstance[]): EncoderInstance;
 }
 const Encoder = require('kafkajs/src/protocol/encoder') as {
-  new (): EncoderInstance;
+  new (initialSize?: number): EncoderInstance;
+  encodeZigZag64(v: number): Long;
   sizeOfVarInt(v: number): number;
   sizeOfVarLong(v: number): number;
   sizeOfVarIntBytes(v: Buffer | string | null): number;
@@ -27,7 +31,18 @@ const Encoder = require('kafkajs/src/protocol/encoder') as {
 const Decoder = require('kafkajs/src/protocol/decoder') as new (buffer: Buffer) => {
   offset: number;
   readVarInt(): number;
+  readVarLong(): Long;
 };
+/** The `long` package's Long, as kafkajs uses it. */
+interface Long {
+  and(other: bigint | number | Long): Long;
+  or(other: number): Long;
+  notEquals(other: Long): boolean;
+  shiftRightUnsigned(bits: number): Long;
+  toInt(): number;
+  toString(): string;
+}
+const LongClass = require('kafkajs/src/utils/long') as { fromInt(v: number): Long };
 const Header = require('kafkajs/src/protocol/recordBatch/header/v0') as (h: {
   key: string;
   value: string | Buffer;
@@ -51,6 +66,59 @@ const decodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0/decoder
 };
 const readFile = (path: string) =>
   (require('node:fs') as typeof import('node:fs')).readFileSync(require.resolve(path), 'utf8');
+
+/** kafkajs 2.2.4's writeUVarInt as published: LEB128 through an array. */
+function referenceUVarInt(value: number): Buffer {
+  const bytes: number[] = [];
+  while ((value & 0xffffff80) !== 0) {
+    bytes.push((value & 0x7f) | 0x80);
+    value >>>= 7;
+  }
+  bytes.push(value & 0x7f);
+  return Buffer.from(bytes);
+}
+
+/** kafkajs 2.2.4's writeVarLong as published: zigzag and LEB128 on a Long. */
+function referenceVarLong(value: number): Buffer {
+  const bytes: number[] = [];
+  let long = Encoder.encodeZigZag64(value);
+  while (long.and(0xffffffffffffff80n).notEquals(LongClass.fromInt(0))) {
+    bytes.push(long.and(0x7f).or(0x80).toInt());
+    long = long.shiftRightUnsigned(7);
+  }
+  bytes.push(long.toInt());
+  return Buffer.from(bytes);
+}
+
+const VARINT_VALUES = [
+  0,
+  1,
+  63,
+  64,
+  127,
+  128,
+  300,
+  16_383,
+  16_384,
+  2 ** 21 - 1,
+  2 ** 21,
+  2 ** 28,
+  2 ** 31 - 1,
+  -1,
+  -64,
+  -65,
+  -(2 ** 31),
+  70_000,
+];
+const VARLONG_VALUES = [
+  ...VARINT_VALUES,
+  2 ** 31,
+  -(2 ** 31) - 1,
+  2 ** 32 + 5,
+  -(2 ** 40),
+  1_795_000_000_000,
+  2 ** 53 - 1,
+];
 
 /** kafkajs 2.2.4's record encoding as published, before the patch. */
 function unpatched(r: {
@@ -123,6 +191,25 @@ describe('kafkajs record encoding (patched)', () => {
     expect(readFile('kafkajs/src/protocol/recordBatch/record/v0/index.js')).toContain(
       'streamscore patch',
     );
+    expect(readFile('kafkajs/src/protocol/encoder.js')).toContain('streamscore patch');
+  });
+
+  it('writes varints as kafkajs 2.2.4 did, and its decoder reads them back', () => {
+    for (const value of VARINT_VALUES) {
+      const zigzag = (value << 1) ^ (value >> 31);
+      const ours = new Encoder(1).writeVarInt(value).buffer;
+      expect(ours.equals(referenceUVarInt(zigzag)), `varint ${value}`).toBe(true);
+      expect(ours.length).toBe(Encoder.sizeOfVarInt(value));
+      expect(new Decoder(ours).readVarInt()).toBe(value);
+      const unsigned = new Encoder(1).writeUVarInt(value).buffer;
+      expect(unsigned.equals(referenceUVarInt(value)), `uvarint ${value}`).toBe(true);
+    }
+    for (const value of VARLONG_VALUES) {
+      const ours = new Encoder(1).writeVarLong(value).buffer;
+      expect(ours.equals(referenceVarLong(value)), `varlong ${value}`).toBe(true);
+      expect(ours.length).toBe(Encoder.sizeOfVarLong(value));
+      expect(new Decoder(ours).readVarLong().toString()).toBe(String(value));
+    }
   });
 
   for (const c of CASES) {
