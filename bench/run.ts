@@ -705,6 +705,7 @@ function streamscoreConfig(
   topics: { requests: string; results: string; deadLetter: string },
   mode: DeliveryMode = 'at-least-once',
   otlpEndpoint: string | null = null,
+  batchLimit: number | null = null,
 ): StreamscoreConfig {
   return loadConfig({
     env: {},
@@ -717,6 +718,8 @@ function streamscoreConfig(
       },
       model: { repository: BENCH_REPOSITORY, name, version: BENCH_VERSION },
       delivery: { mode },
+      // Every phase after the first keeps the batch size the first one's autotune chose (below).
+      ...(batchLimit === null ? {} : { batching: { autotune: false, maxBatchSize: batchLimit } }),
       telemetry: { otlpEndpoint, serviceName: `streamscore-bench-${name}` },
       // The default: /metrics served (Prometheus reader on); port 0 only to avoid collisions.
       http: { port: 0 },
@@ -792,6 +795,7 @@ async function streamscoreThroughput(
   expected: number,
   mode: DeliveryMode = 'at-least-once',
   traces: TraceReceiver | null = null,
+  batchLimit: number | null = null,
 ): Promise<{ result: StreamscoreThroughput; config: StreamscoreConfig }> {
   const suffix = traces ? `ss-traced-${traces.kind}` : mode === 'exactly-once' ? 'ss-eos' : 'ss';
   // Fresh topics every run: a second round reading the first round's results back would take
@@ -806,6 +810,7 @@ async function streamscoreThroughput(
     { requests, results, deadLetter },
     mode,
     traces?.endpoint ?? null,
+    batchLimit,
   );
   collectGarbage();
   const rssAtStart = bench.rss.sample() / 2 ** 20;
@@ -1501,14 +1506,19 @@ interface ModelReport {
   streamscore_traced_rps: number | null;
   /** Each round's traced rate. */
   streamscore_traced_rounds_rps?: number[];
-  /** Throughput lost to tracing at 100 %: 1 − traced ÷ untraced, in percent. */
+  /** Throughput lost to tracing at 100 %: 1 − traced ÷ untraced (median rounds), in percent. */
   tracing_cost_pct: number | null;
+  /** The same per round (its traced phase against the untraced one just before it), and their median. */
+  tracing_cost_pct_paired_rounds?: number[];
+  tracing_cost_pct_paired_median?: number;
+  /** The batch size the first phase's autotune chose, kept for every later phase (null: none logged). */
+  batch_size_pinned?: number | null;
   /** Each untraced and traced round's main-thread CPU per request, µs (see StreamscoreThroughput). */
   main_thread_us_per_request_rounds?: (number | null)[];
   traced_main_thread_us_per_request_rounds?: (number | null)[];
   /**
    * What tracing at 100 % adds to the main thread per request: median traced − median untraced
-   * round, µs, and as a share of the untraced main thread's time (the throughput it costs when
+   * round, µs, and as a share of the traced main thread's time (the throughput it costs when
    * that thread is the bottleneck). Steadier than the rates on a shared machine.
    */
   tracing_main_thread_us_per_request?: number | null;
@@ -1592,22 +1602,43 @@ async function benchModel(
     say(
       `      ${fmtRate(t.result.rps)}/s (mean batch ${t.result.mean_batch}, ${t.result.seconds.toFixed(1)} s; main thread ${t.result.main_thread_us_per_request ?? '?'} µs per request; receiver ${t.result.cpu_cores.receiver ?? '?'} cores; ${t.result.spans_dropped ?? '?'} spans dropped)`,
     );
+  // Autotune measures the model at start-up, and on a noisy machine its choice varies from one
+  // start to the next (32, 64 or 128 for the same model in one run), which moves throughput more
+  // than what the phases compare. So the first phase autotunes and every later one (both sides of
+  // each round, exactly-once, Jaeger) keeps its choice: the phases differ only in what they test.
+  let pinned: number | null = null;
   for (let round = 1; round <= bench.options.rounds; round++) {
     const of = bench.options.rounds > 1 ? ` (round ${round} of ${bench.options.rounds})` : '';
     if (round > 1) say(`  4/4 streamscore with defaults${of}…`);
-    const run = await streamscoreThroughput(bench, name, requests, count);
+    const run = await streamscoreThroughput(
+      bench,
+      name,
+      requests,
+      count,
+      'at-least-once',
+      null,
+      pinned,
+    );
     untracedRuns.push(run);
+    pinned ??= run.result.batch_size_limit;
     say(
       `      ${fmtRate(run.result.rps)}/s (mean batch ${run.result.mean_batch}, ${run.result.seconds.toFixed(1)} s; main thread ${run.result.main_thread_us_per_request ?? '?'} µs per request)`,
     );
+    if (round === 1 && pinned !== null) {
+      say(`      (autotune chose batches of ${pinned}: kept for every later phase)`);
+    }
     say(
       `  +   streamscore with tracing at 100 % (spans over OTLP to a receiver that discards them)${of}…`,
     );
-    const traced = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', {
-      kind: 'sink',
-      endpoint: bench.otlpSink.url,
-      pid: bench.otlpSink.pid,
-    });
+    const traced = await streamscoreThroughput(
+      bench,
+      name,
+      requests,
+      count,
+      'at-least-once',
+      { kind: 'sink', endpoint: bench.otlpSink.url, pid: bench.otlpSink.pid },
+      pinned,
+    );
     tracedRuns.push(traced);
     tracedSay(traced);
   }
@@ -1615,9 +1646,21 @@ async function benchModel(
     [...runs].sort((a, b) => a.result.rps - b.result.rps)[Math.floor(runs.length / 2)]!;
   const ss = medianRun(untracedRuns);
   const traced = medianRun(tracedRuns);
+  // Each round's traced phase against the untraced phase just before it.
+  const pairedCosts = tracedRuns.map((t, i) =>
+    round((1 - t.result.rps / untracedRuns[i]!.result.rps) * 100, 1),
+  );
 
   say('  +   streamscore with delivery.mode exactly-once (per-partition transactions)…');
-  const eos = await streamscoreThroughput(bench, name, requests, count, 'exactly-once');
+  const eos = await streamscoreThroughput(
+    bench,
+    name,
+    requests,
+    count,
+    'exactly-once',
+    null,
+    pinned,
+  );
   say(
     `      ${fmtRate(eos.result.rps)}/s (mean batch ${eos.result.mean_batch}, ${eos.result.seconds.toFixed(1)} s)`,
   );
@@ -1625,11 +1668,15 @@ async function benchModel(
   let tracedJaeger: Run | undefined;
   if (bench.jaeger) {
     say('  +   streamscore with tracing at 100 % (spans over OTLP to a local Jaeger v2)…');
-    tracedJaeger = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', {
-      kind: 'jaeger',
-      endpoint: bench.jaeger.otlpHttpEndpoint,
-      pid: bench.jaeger.pid,
-    });
+    tracedJaeger = await streamscoreThroughput(
+      bench,
+      name,
+      requests,
+      count,
+      'at-least-once',
+      { kind: 'jaeger', endpoint: bench.jaeger.otlpHttpEndpoint, pid: bench.jaeger.pid },
+      pinned,
+    );
     tracedSay(tracedJaeger);
   }
 
@@ -1648,6 +1695,11 @@ async function benchModel(
     streamscore_traced_rps: round(traced.result.rps),
     streamscore_traced_rounds_rps: tracedRuns.map((r) => round(r.result.rps)),
     tracing_cost_pct: round((1 - traced.result.rps / ss.result.rps) * 100, 1),
+    tracing_cost_pct_paired_rounds: pairedCosts,
+    tracing_cost_pct_paired_median: [...pairedCosts].sort((a, b) => a - b)[
+      Math.floor(pairedCosts.length / 2)
+    ]!,
+    batch_size_pinned: pinned,
     main_thread_us_per_request_rounds: untracedRuns.map((r) => r.result.main_thread_us_per_request),
     traced_main_thread_us_per_request_rounds: tracedRuns.map(
       (r) => r.result.main_thread_us_per_request,
