@@ -1,8 +1,9 @@
 /**
  * The body of the tracing thread (a worker_threads Worker started by tracing.ts): it makes the
  * OpenTelemetry spans from the records the main thread sends (span-builder.ts) and exports them
- * with the SDK's BatchSpanProcessor and OTLP/protobuf exporter, so neither span objects nor their
- * serialisation cost the event loop that reads and answers Kafka.
+ * with the SDK's BatchSpanProcessor and OTLP/HTTP export path, protobuf written by
+ * otlp/trace-serializer.ts, so neither span objects nor their serialisation cost the event loop
+ * that reads and answers Kafka.
  *
  * It reports back how many spans it made (the main thread bounds what is in flight) and, each
  * second, the processor's own metrics (spans exported, failed, dropped; its queue), which the
