@@ -6,10 +6,11 @@
  * Each round drives the same requests (no traceparent, so the ratio decides) through the worker's
  * RequestTracing exactly as the worker calls it (received → identified → batch → sending →
  * answered, batches of 128), with the production set-up (`startTracing`: the tracing thread,
- * BatchSpanProcessor, OTLP/HTTP export with streamscore's protobuf serializer) exporting to a receiver in a child process that
- * reads and discards the bodies, so the receiver's CPU is not counted. "off" runs the same loop
- * with no tracing (what the worker does without `telemetry.otlpEndpoint`). Rounds alternate the
- * ratios; the median per ratio is reported. The full bench (`npm run bench`) measures the throughput cost at 100 % end to end.
+ * BatchSpanProcessor, OTLP/HTTP export with streamscore's protobuf serializer) exporting to a
+ * receiver in a child process that reads and discards the bodies, so the receiver's CPU is not
+ * counted. "off" runs the same loop with no tracing (what the worker does without
+ * `telemetry.otlpEndpoint`). Rounds alternate the ratios; the median per ratio is reported. The
+ * full bench (`npm run bench`) measures the throughput cost at 100 % end to end.
  *
  * Writes bench/results/tracing-<date>-<sha>.json and tracing-latest.json.
  */
