@@ -7,6 +7,7 @@ import { emptyResource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { afterAll, describe, expect, it } from 'vitest';
+import { hexId as hex, requestSpanRecord } from '../helpers/span-records.js';
 import { TraceExporter } from '../../src/telemetry/otlp/trace-exporter.js';
 import { TraceSerializer } from '../../src/telemetry/otlp/trace-serializer.js';
 import { telemetryResource } from '../../src/telemetry/resource.js';
@@ -28,29 +29,7 @@ class Collect implements SpanProcessor {
   async shutdown(): Promise<void> {}
 }
 
-const hex = (i: number, length: number, fill: string): string =>
-  i.toString(16).padStart(length, fill);
-
-const request = (i: number, overrides: Partial<RequestSpanRecord> = {}): RequestSpanRecord => ({
-  topic: 'requests',
-  partition: i % 4,
-  offset: 1000 + i,
-  traceId: hex(i, 32, 'a'),
-  spanId: hex(i, 16, 'b'),
-  parentSpanId: i % 2 ? hex(i, 16, 'c') : '',
-  traceState: '',
-  start: 1_795_000_000_000.123 + i,
-  end: 1_795_000_000_004.9 + i,
-  queueWaitMs: 2.5,
-  batchWaitMs: 1,
-  inferenceMs: 0.75,
-  requestId: `req-${i}`,
-  batchSpanId: 'd'.repeat(16),
-  outcome: 'result',
-  errorCode: '',
-  abandonReason: '',
-  ...overrides,
-});
+const request = requestSpanRecord;
 
 const group = (kind: 'infer' | 'send', links: number, overrides: Partial<GroupSpanRecord> = {}) =>
   ({

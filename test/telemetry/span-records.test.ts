@@ -4,27 +4,17 @@ import {
   SpanRecordWriter,
   type RequestSpanRecord,
 } from '../../src/telemetry/span-records.js';
+import { requestSpanRecord } from '../helpers/span-records.js';
 
-const record = (i: number, overrides: Partial<RequestSpanRecord> = {}): RequestSpanRecord => ({
-  topic: `topic-${i}`,
-  partition: i % 3,
-  offset: 2 ** 40 + i,
-  traceId: `${i}`.padStart(32, 'a'),
-  spanId: `${i}`.padStart(16, 'b'),
-  parentSpanId: i % 2 ? `${i}`.padStart(16, 'c') : '',
-  traceState: i % 2 ? 'k=v' : '',
-  start: 1_795_000_000_000.25 + i,
-  end: 1_795_000_000_001.5 + i,
-  queueWaitMs: i,
-  batchWaitMs: 0.25,
-  inferenceMs: 1.75,
-  requestId: `req-${i}`,
-  batchSpanId: 'd'.repeat(16),
-  outcome: 'result',
-  errorCode: '',
-  abandonReason: '',
-  ...overrides,
-});
+const record = (i: number, overrides: Partial<RequestSpanRecord> = {}): RequestSpanRecord =>
+  requestSpanRecord(i, {
+    topic: `topic-${i}`,
+    partition: i % 3,
+    offset: 2 ** 40 + i,
+    traceState: i % 2 ? 'k=v' : '',
+    queueWaitMs: i,
+    ...overrides,
+  });
 
 describe('span records', () => {
   it('come out of the columns as they went in, in order', () => {

@@ -154,6 +154,20 @@ function encoded(write: (w: ProtoWriter) => void): Uint8Array {
   return w.take();
 }
 
+/** Bytes written once per object the SDK hands over again and again (a resource, a scope). */
+function encodedOnce<K extends object>(
+  cache: WeakMap<K, Uint8Array>,
+  key: K,
+  write: (w: ProtoWriter) => void,
+): Uint8Array {
+  let bytes = cache.get(key);
+  if (!bytes) {
+    bytes = encoded(write);
+    cache.set(key, bytes);
+  }
+  return bytes;
+}
+
 function isSimple(value: AttributeValue | undefined): value is string | number | boolean {
   const t = typeof value;
   return t === 'string' || t === 'number' || t === 'boolean';
@@ -301,38 +315,28 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
   }
 
   private resourceBytes(resource: Resource): Uint8Array {
-    let bytes = this.envelopes.get(resource);
-    if (!bytes) {
-      bytes = encoded((w) => {
-        w.varint(KEY.resource);
-        const at = w.begin(1);
-        writeAttributes(w, 0x0a, resource.attributes);
-        w.varint(0x10); // dropped_attributes_count, always written
-        w.varint(0);
-        w.end(at, 1);
-      });
-      this.envelopes.set(resource, bytes);
-    }
-    return bytes;
+    return encodedOnce(this.envelopes, resource, (w) => {
+      w.varint(KEY.resource);
+      const at = w.begin(1);
+      writeAttributes(w, 0x0a, resource.attributes);
+      w.varint(0x10); // dropped_attributes_count, always written
+      w.varint(0);
+      w.end(at, 1);
+    });
   }
 
   private scopeBytes(scope: InstrumentationScope): Uint8Array {
-    let bytes = this.scopes.get(scope);
-    if (!bytes) {
-      bytes = encoded((w) => {
-        w.varint(KEY.scope);
-        const at = w.begin(1);
-        w.varint(0x0a);
-        w.string(scope.name, utf8Length(scope.name));
-        if (scope.version) {
-          w.varint(0x12);
-          w.string(scope.version, utf8Length(scope.version));
-        }
-        w.end(at, 1);
-      });
-      this.scopes.set(scope, bytes);
-    }
-    return bytes;
+    return encodedOnce(this.scopes, scope, (w) => {
+      w.varint(KEY.scope);
+      const at = w.begin(1);
+      w.varint(0x0a);
+      w.string(scope.name, utf8Length(scope.name));
+      if (scope.version) {
+        w.varint(0x12);
+        w.string(scope.version, utf8Length(scope.version));
+      }
+      w.end(at, 1);
+    });
   }
 
   private requestSpan(w: ProtoWriter, span: RequestSpan): void {
