@@ -154,6 +154,14 @@ function encoded(write: (w: ProtoWriter) => void): Uint8Array {
   return w.take();
 }
 
+/** trace_id and span_id: fields 1 and 2 of a Span and of a Span.Link alike. */
+function writeIds(w: ProtoWriter, traceId: string, spanId: string): void {
+  w.varint(KEY.traceId);
+  w.hexBytes(traceId);
+  w.varint(KEY.spanId);
+  w.hexBytes(spanId);
+}
+
 /** Bytes written once per object the SDK hands over again and again (a resource, a scope). */
 function encodedOnce<K extends object>(
   cache: WeakMap<K, Uint8Array>,
@@ -344,10 +352,7 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     const topic = this.topics.get(r.topic);
     w.varint(KEY.span);
     const at = w.begin(2);
-    w.varint(KEY.traceId);
-    w.hexBytes(r.traceId);
-    w.varint(KEY.spanId);
-    w.hexBytes(r.spanId);
+    writeIds(w, r.traceId, r.spanId);
     if (r.traceState) this.traceState(w, KEY.traceState, span.spanContext());
     if (r.parentSpanId) {
       w.varint(KEY.parentSpanId);
@@ -407,10 +412,7 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     const parent = span.parentSpanContext;
     w.varint(KEY.span);
     const at = w.begin(2);
-    w.varint(KEY.traceId);
-    w.hexBytes(context.traceId);
-    w.varint(KEY.spanId);
-    w.hexBytes(context.spanId);
+    writeIds(w, context.traceId, context.spanId);
     this.traceState(w, KEY.traceState, context);
     if (parent?.spanId) {
       w.varint(KEY.parentSpanId);
@@ -456,10 +458,7 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     const context = link.context;
     w.varint(KEY.link);
     const at = w.begin(1);
-    w.varint(KEY.traceId);
-    w.hexBytes(context.traceId);
-    w.varint(KEY.spanId);
-    w.hexBytes(context.spanId);
+    writeIds(w, context.traceId, context.spanId);
     this.traceState(w, KEY.linkTraceState, context);
     if (link.attributes) writeAttributes(w, KEY.linkAttribute, link.attributes);
     w.varint(KEY.linkDropped);
