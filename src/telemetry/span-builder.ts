@@ -79,7 +79,6 @@ export interface RequestSpanShared {
 export class RequestSpan implements ReadableSpan {
   readonly ended = true;
   readonly kind = SpanKind.CONSUMER;
-  readonly links: Link[] = [];
   readonly droppedAttributesCount = 0;
   readonly droppedEventsCount = 0;
   readonly droppedLinksCount = 0;
@@ -88,6 +87,11 @@ export class RequestSpan implements ReadableSpan {
     readonly record: RequestSpanRecord,
     readonly shared: RequestSpanShared,
   ) {}
+
+  /** A request span has a parent, not links (the batch and send spans link to it). */
+  get links(): Link[] {
+    return [];
+  }
 
   get resource(): Resource {
     return this.shared.resource;
