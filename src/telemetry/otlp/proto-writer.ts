@@ -62,11 +62,6 @@ export class ProtoWriter {
     return out;
   }
 
-  /** A field key below field 16 (one byte) or any other (a varint). */
-  tag(field: number, wireType: number): void {
-    this.varint((field << 3) | wireType);
-  }
-
   /** A non-negative integer below 2^32, or any integer in int64 (two's complement, 10 bytes). */
   varint(value: number): void {
     this.room(10);

@@ -35,8 +35,11 @@ const KEY = {
   resourceSpans: 0x0a, // ExportTraceServiceRequest.resource_spans
   resource: 0x0a, // ResourceSpans.resource
   scopeSpans: 0x12, // ResourceSpans.scope_spans
-  schemaUrl: 0x1a, // ResourceSpans / ScopeSpans.schema_url
   scope: 0x0a, // ScopeSpans.scope
+  resourceAttribute: 0x0a, // Resource.attributes
+  resourceDropped: 0x10, // Resource.dropped_attributes_count, always written
+  scopeName: 0x0a,
+  scopeVersion: 0x12,
   span: 0x12, // ScopeSpans.spans
   traceId: 0x0a,
   spanId: 0x12,
@@ -98,20 +101,34 @@ function isInt64(value: number): boolean {
   return Number.isInteger(value) && value >= MIN_INT64 && value < MAX_INT64;
 }
 
-/** The encoded length of an AnyValue holding `value`. */
-function anyValueSize(value: string | number | boolean): number {
+/**
+ * A KeyValue field: `fieldKey`, length, the key's field (`keyField`), the value. A string's
+ * UTF-8 length is measured once, for the lengths and the write.
+ */
+function writeKeyValue(
+  w: ProtoWriter,
+  fieldKey: number,
+  keyField: Uint8Array,
+  value: string | number | boolean,
+): void {
+  let anySize: number;
+  let stringLength = 0;
   if (typeof value === 'string') {
-    const n = utf8Length(value);
-    return 1 + varintSize(n) + n;
+    stringLength = utf8Length(value);
+    anySize = 1 + varintSize(stringLength) + stringLength;
+  } else if (typeof value === 'boolean') {
+    anySize = 2;
+  } else {
+    anySize = isInt64(value) ? 1 + int64Size(value) : 9;
   }
-  if (typeof value === 'boolean') return 2;
-  return isInt64(value) ? 1 + int64Size(value) : 9;
-}
-
-function writeAnyValue(w: ProtoWriter, value: string | number | boolean): void {
+  w.varint(fieldKey);
+  w.varint(keyField.length + 1 + varintSize(anySize) + anySize);
+  w.raw(keyField);
+  w.varint(KEY.kvValue);
+  w.varint(anySize);
   if (typeof value === 'string') {
     w.varint(KEY.stringValue);
-    w.string(value, utf8Length(value));
+    w.string(value, stringLength);
   } else if (typeof value === 'boolean') {
     w.varint(KEY.boolValue);
     w.varint(value ? 1 : 0);
@@ -122,22 +139,6 @@ function writeAnyValue(w: ProtoWriter, value: string | number | boolean): void {
     w.varint(KEY.doubleValue);
     w.double(value);
   }
-}
-
-/** A KeyValue field: `fieldKey`, length, the key's field (`keyField`), the value. */
-function writeKeyValue(
-  w: ProtoWriter,
-  fieldKey: number,
-  keyField: Uint8Array,
-  value: string | number | boolean,
-): void {
-  const anySize = anyValueSize(value);
-  w.varint(fieldKey);
-  w.varint(keyField.length + 1 + varintSize(anySize) + anySize);
-  w.raw(keyField);
-  w.varint(KEY.kvValue);
-  w.varint(anySize);
-  writeAnyValue(w, value);
 }
 
 /** KeyValue.key with its field key and length, ready to copy. */
@@ -187,12 +188,6 @@ function simpleAttributes(attributes: Attributes | undefined): boolean {
   return true;
 }
 
-function writeAttributes(w: ProtoWriter, fieldKey: number, attributes: Attributes): void {
-  for (const key in attributes) {
-    writeKeyValue(w, fieldKey, keyField(key), attributes[key] as string | number | boolean);
-  }
-}
-
 /** Span times are epoch milliseconds in the records, HrTime in the SDK: the same conversion. */
 function writeMillis(w: ProtoWriter, epochMillis: number): void {
   w.hrTime(Math.trunc(epochMillis / 1000), Math.round((epochMillis % 1000) * 1e6));
@@ -212,6 +207,20 @@ class Memo<K, V> {
       this.map.set(key, value);
     }
     return value;
+  }
+}
+
+/** Keys of the batch and send spans' attributes (and the resource's), encoded once each. */
+const ATTRIBUTE_KEYS = new Memo<string, Uint8Array>(keyField);
+
+function writeAttributes(w: ProtoWriter, fieldKey: number, attributes: Attributes): void {
+  for (const key in attributes) {
+    writeKeyValue(
+      w,
+      fieldKey,
+      ATTRIBUTE_KEYS.get(key),
+      attributes[key] as string | number | boolean,
+    );
   }
 }
 
@@ -326,8 +335,8 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     return encodedOnce(this.envelopes, resource, (w) => {
       w.varint(KEY.resource);
       const at = w.begin(1);
-      writeAttributes(w, 0x0a, resource.attributes);
-      w.varint(0x10); // dropped_attributes_count, always written
+      writeAttributes(w, KEY.resourceAttribute, resource.attributes);
+      w.varint(KEY.resourceDropped);
       w.varint(0);
       w.end(at, 1);
     });
@@ -337,10 +346,10 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     return encodedOnce(this.scopes, scope, (w) => {
       w.varint(KEY.scope);
       const at = w.begin(1);
-      w.varint(0x0a);
+      w.varint(KEY.scopeName);
       w.string(scope.name, utf8Length(scope.name));
       if (scope.version) {
-        w.varint(0x12);
+        w.varint(KEY.scopeVersion);
         w.string(scope.version, utf8Length(scope.version));
       }
       w.end(at, 1);
