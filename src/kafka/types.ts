@@ -20,10 +20,10 @@ export interface InboundRecord extends TopicPartition {
   /** Broker or producer timestamp, epoch milliseconds. */
   timestamp: number;
   /**
-   * The worker's tracing state for this record while it is in flight (telemetry/tracing.ts);
-   * the Kafka edge leaves it undefined. Kept on the record, not in a WeakMap keyed by it: the
-   * map's lookups and its weak-table work in every garbage collection cost about 1 µs a request
-   * (measured), a tenth of what a small model spends on one.
+   * The worker's tracing state for this record while it is in flight (telemetry/tracing.ts: its
+   * row in the in-flight trace columns); the Kafka edge leaves it undefined. Kept on the record,
+   * not in a WeakMap keyed by it: the map's lookups and its weak-table work in every garbage
+   * collection cost about 1 µs a request (measured), a tenth of what a small model spends on one.
    */
   trace?: unknown;
 }

@@ -17,7 +17,18 @@ import {
 import { emptyResource, type Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace';
 import { SPAN_ATTRIBUTE } from './span-names.js';
-import { forEachRequestSpan, type RequestSpanRecord, type SpanRecords } from './span-records.js';
+import {
+  GROUP_ID_WORDS,
+  ID,
+  ID_WORDS,
+  readRequestSpan,
+  S,
+  STRINGS,
+  type GroupSpanRecord,
+  type RequestSpanRecord,
+  type SpanRecords,
+} from './span-records.js';
+import { SPAN_ID_WORDS, TRACE_ID_WORDS, wordsToHex } from './trace-ids.js';
 
 export interface SpanBuilderOptions {
   spanProcessors: SpanProcessor[];
@@ -30,36 +41,29 @@ export const SCOPE: InstrumentationScope = { name: 'streamscore' };
 const UNSET: SpanStatus = { code: SpanStatusCode.UNSET };
 
 /**
- * A span that has ended, as span processors and exporters read it. The spans here are made
- * whole from records, after the fact, so the SDK's live Span (mutable, checked on every
- * setAttribute) would only add cost: these are what its `end()` hands on.
+ * A sampled span context over id words, its hex ids made when first read: span processors look
+ * at every span's context for its flags (BatchSpanProcessor drops unsampled spans), and only
+ * exporters other than streamscore's read the ids.
  */
-export class EndedSpan implements ReadableSpan {
-  readonly ended = true;
-  readonly droppedAttributesCount = 0;
-  readonly droppedEventsCount = 0;
-  readonly droppedLinksCount = 0;
-  readonly duration: HrTime;
+class WordsSpanContext implements SpanContext {
+  readonly traceFlags = TraceFlags.SAMPLED;
+  private hexTraceId: string | undefined;
+  private hexSpanId: string | undefined;
 
   constructor(
-    readonly name: string,
-    readonly kind: SpanKind,
-    private readonly context: SpanContext,
-    readonly parentSpanContext: SpanContext | undefined,
-    readonly startTime: HrTime,
-    readonly endTime: HrTime,
-    readonly attributes: Attributes,
-    readonly links: Link[],
-    readonly events: TimedEvent[],
-    readonly status: SpanStatus,
-    readonly resource: Resource,
-    readonly instrumentationScope: InstrumentationScope,
-  ) {
-    this.duration = hrTimeDuration(startTime, endTime);
+    private readonly words: Int32Array,
+    private readonly traceAt: number,
+    private readonly spanAt: number,
+    readonly traceState?: TraceState,
+    readonly isRemote?: boolean,
+  ) {}
+
+  get traceId(): string {
+    return (this.hexTraceId ??= wordsToHex(this.words, this.traceAt, TRACE_ID_WORDS));
   }
 
-  spanContext(): SpanContext {
-    return this.context;
+  get spanId(): string {
+    return (this.hexSpanId ??= wordsToHex(this.words, this.spanAt, SPAN_ID_WORDS));
   }
 }
 
@@ -71,10 +75,10 @@ export interface RequestSpanShared {
 }
 
 /**
- * A request's `process` span over its record. One is made per request, so it holds only the
- * record: the span's fields are worked out when read. The OTLP encoder (otlp/trace-serializer.ts)
- * reads the record itself and never asks; any other exporter or processor sees an ordinary
- * ReadableSpan.
+ * A request's `process` span over its row of a SpanRecords message. One is made per request, so
+ * it holds only the message and the row: the span's fields are worked out when read. The OTLP
+ * encoder (otlp/trace-serializer.ts) reads the row itself and never asks; any other exporter or
+ * processor sees an ordinary ReadableSpan.
  */
 export class RequestSpan implements ReadableSpan {
   readonly ended = true;
@@ -82,11 +86,18 @@ export class RequestSpan implements ReadableSpan {
   readonly droppedAttributesCount = 0;
   readonly droppedEventsCount = 0;
   readonly droppedLinksCount = 0;
+  private read: RequestSpanRecord | undefined;
 
   constructor(
-    readonly record: RequestSpanRecord,
+    readonly records: SpanRecords,
+    readonly index: number,
     readonly shared: RequestSpanShared,
   ) {}
+
+  /** The row as a record with hex ids, made on first read. */
+  get record(): RequestSpanRecord {
+    return (this.read ??= readRequestSpan(this.records, this.index));
+  }
 
   /** A request span has a parent, not links (the batch and send spans link to it). */
   get links(): Link[] {
@@ -106,31 +117,20 @@ export class RequestSpan implements ReadableSpan {
   }
 
   private get traceState(): TraceState | undefined {
-    return this.record.traceState ? new TraceState(this.record.traceState) : undefined;
+    const text = this.records.strings[this.index * STRINGS + S.traceState];
+    return text ? new TraceState(text) : undefined;
   }
 
   spanContext(): SpanContext {
-    const r = this.record;
-    const traceState = this.traceState;
-    return {
-      traceId: r.traceId,
-      spanId: r.spanId,
-      traceFlags: TraceFlags.SAMPLED,
-      ...(traceState ? { traceState } : {}),
-    };
+    const d = this.index * ID_WORDS;
+    return new WordsSpanContext(this.records.ids, d + ID.trace, d + ID.span, this.traceState);
   }
 
   get parentSpanContext(): SpanContext | undefined {
-    const r = this.record;
-    if (!r.parentSpanId) return undefined;
-    const traceState = this.traceState;
-    return {
-      traceId: r.traceId,
-      spanId: r.parentSpanId,
-      traceFlags: TraceFlags.SAMPLED,
-      isRemote: true,
-      ...(traceState ? { traceState } : {}),
-    };
+    const d = this.index * ID_WORDS;
+    const ids = this.records.ids;
+    if (ids[d + ID.parent] === 0 && ids[d + ID.parent + 1] === 0) return undefined;
+    return new WordsSpanContext(ids, d + ID.trace, d + ID.parent, this.traceState, true);
   }
 
   get startTime(): HrTime {
@@ -153,8 +153,8 @@ export class RequestSpan implements ReadableSpan {
       'messaging.operation.type': 'process',
       'messaging.destination.name': r.topic,
       'messaging.destination.partition.id': String(r.partition),
-      'messaging.kafka.offset': r.offset,
       'messaging.consumer.group.name': this.shared.groupId,
+      'messaging.kafka.offset': r.offset,
       [SPAN_ATTRIBUTE.queueWaitMs]: r.queueWaitMs,
       [SPAN_ATTRIBUTE.outcome]: r.outcome,
     };
@@ -182,6 +182,79 @@ export class RequestSpan implements ReadableSpan {
   }
 }
 
+/** The link to request `i` of a group: its trace id and span id as hex. */
+function linkContext(links: Int32Array, i: number): SpanContext {
+  const at = i * GROUP_ID_WORDS;
+  return {
+    traceId: wordsToHex(links, at, TRACE_ID_WORDS),
+    spanId: wordsToHex(links, at + TRACE_ID_WORDS, SPAN_ID_WORDS),
+    traceFlags: TraceFlags.SAMPLED,
+  };
+}
+
+/**
+ * An `infer` or `send` span over its record: a root span linked to each of its requests. Its
+ * ids and links are worked out when read; the OTLP encoder writes them from the record's words.
+ * The spans here are made whole from records, after the fact, so the SDK's live Span (mutable,
+ * checked on every setAttribute) would only add cost.
+ */
+export class GroupSpan implements ReadableSpan {
+  readonly ended = true;
+  readonly droppedAttributesCount = 0;
+  readonly droppedEventsCount = 0;
+  readonly droppedLinksCount = 0;
+  readonly parentSpanContext = undefined;
+  readonly events: TimedEvent[] = [];
+  readonly instrumentationScope = SCOPE;
+
+  constructor(
+    readonly record: GroupSpanRecord,
+    readonly resource: Resource,
+  ) {}
+
+  get name(): string {
+    return this.record.name;
+  }
+
+  get kind(): SpanKind {
+    return this.record.kind === 'send' ? SpanKind.PRODUCER : SpanKind.INTERNAL;
+  }
+
+  spanContext(): SpanContext {
+    return new WordsSpanContext(this.record.ids, 0, TRACE_ID_WORDS);
+  }
+
+  get startTime(): HrTime {
+    return millisToHrTime(this.record.start);
+  }
+
+  get endTime(): HrTime {
+    return millisToHrTime(this.record.end);
+  }
+
+  get duration(): HrTime {
+    return hrTimeDuration(this.startTime, this.endTime);
+  }
+
+  get attributes(): Attributes {
+    return this.record.attributes;
+  }
+
+  get links(): Link[] {
+    const links = this.record.links;
+    const out: Link[] = [];
+    for (let i = 0; i < links.length / GROUP_ID_WORDS; i++) {
+      out.push({ context: linkContext(links, i) });
+    }
+    return out;
+  }
+
+  get status(): SpanStatus {
+    const error = this.record.error;
+    return error ? { code: SpanStatusCode.ERROR, message: error } : UNSET;
+  }
+}
+
 /**
  * Makes OpenTelemetry spans from finished span records, with the ids, times and sampling
  * decisions the main thread already gave them (results went out carrying those ids), and hands
@@ -201,40 +274,9 @@ export class SpanBuilder {
 
   /** Makes and ends every span in `records`; returns how many. */
   build(records: SpanRecords): number {
-    forEachRequestSpan(records, (r) => this.request(r));
-    for (const g of records.groups) {
-      const links: Link[] = [];
-      for (let i = 0; i < g.links.length; i += 2) {
-        links.push({
-          context: {
-            traceId: g.links[i]!,
-            spanId: g.links[i + 1]!,
-            traceFlags: TraceFlags.SAMPLED,
-          },
-        });
-      }
-      this.end(
-        new EndedSpan(
-          g.name,
-          g.kind === 'send' ? SpanKind.PRODUCER : SpanKind.INTERNAL,
-          { traceId: g.traceId, spanId: g.spanId, traceFlags: TraceFlags.SAMPLED },
-          undefined,
-          millisToHrTime(g.start),
-          millisToHrTime(g.end),
-          g.attributes,
-          links,
-          [],
-          g.error ? { code: SpanStatusCode.ERROR, message: g.error } : UNSET,
-          this.resource,
-          SCOPE,
-        ),
-      );
-    }
+    for (let i = 0; i < records.count; i++) this.end(new RequestSpan(records, i, this.shared));
+    for (const g of records.groups) this.end(new GroupSpan(g, this.resource));
     return records.count + records.groups.length;
-  }
-
-  private request(r: RequestSpanRecord): void {
-    this.end(new RequestSpan(r, this.shared));
   }
 
   private end(span: ReadableSpan): void {

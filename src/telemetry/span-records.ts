@@ -1,19 +1,26 @@
 /**
- * Finished spans as plain records: what the worker's main thread hands to the thread that makes
- * and exports the OpenTelemetry spans (trace-thread.ts).
+ * Request tracing state as plain columns: what the worker's main thread keeps per request in
+ * flight (InFlightTraces) and what it hands to the thread that makes and exports the
+ * OpenTelemetry spans (SpanRecordWriter → SpanRecords → trace-thread.ts).
  *
- * Why records and not SDK spans: at tens of thousands of requests a second, making, holding and
- * serialising one SDK span per request on the main thread cost it a third to a half of its
- * throughput (`npm run bench:tracing`). The main thread now only notes ids and times; request
- * records travel in columns (a Float64Array moved, not copied, and one array of strings), so
- * handing over a thousand of them is one cheap postMessage.
+ * Why columns and not objects: at tens of thousands of requests a second, one SDK span per
+ * request on the main thread cost it a third to a half of its throughput, and even a small object
+ * with hex-string ids per request in flight was copied by every young-generation GC while the
+ * request waited for its batch and its acknowledgement (`npm run bench:tracing`, `npm run bench`).
+ * Here a request in flight is a slot number; ids are 32-bit words (trace-ids.ts); finished
+ * requests travel in typed arrays that are moved, not copied, so handing over a thousand of them
+ * is one cheap postMessage.
  */
+import { hexToWords, SPAN_ID_WORDS, TRACE_ID_WORDS, wordsToHex } from './trace-ids.js';
 
 /** How a request's span ended. */
 export const OUTCOMES = ['result', 'dead-letter', 'abandoned'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
-/** One request's `process` span. Times are epoch milliseconds (fractional); NaN: not measured. */
+/**
+ * One request's `process` span, with hex ids: how tests and other readers see a record.
+ * Times are epoch milliseconds (fractional); NaN: not measured.
+ */
 export interface RequestSpanRecord {
   topic: string;
   partition: number;
@@ -40,41 +47,233 @@ export interface RequestSpanRecord {
   abandonReason: string;
 }
 
+/** Where each id sits in a row of id words (in flight and handed over alike). */
+export const ID = {
+  trace: 0,
+  span: TRACE_ID_WORDS,
+  /** Zero words: no parent (the request started its trace). */
+  parent: TRACE_ID_WORDS + SPAN_ID_WORDS,
+  /** Zero words: not scored in a batch. */
+  batch: TRACE_ID_WORDS + 2 * SPAN_ID_WORDS,
+} as const;
+/** Id words per request: trace, span, parent span, batch span. */
+export const ID_WORDS = TRACE_ID_WORDS + 3 * SPAN_ID_WORDS;
+
+/** A group's own ids: trace id then span id. */
+export const GROUP_ID_WORDS = TRACE_ID_WORDS + SPAN_ID_WORDS;
+
 /** A span for a group of requests (`infer` or `send`): a root span linked to each request. */
 export interface GroupSpanRecord {
   kind: 'infer' | 'send';
   name: string;
-  traceId: string;
-  spanId: string;
+  /** Trace id and span id (GROUP_ID_WORDS words). */
+  ids: Int32Array;
   start: number;
   end: number;
   attributes: Record<string, string | number>;
-  /** The linked request spans, as trace id, span id, trace id, span id, … */
-  links: string[];
+  /** The linked request spans: trace id and span id, GROUP_ID_WORDS words per link. */
+  links: Int32Array;
   /** Set when the group failed (a model error): the span's error status message. */
   error: string;
 }
 
-/** What crosses the thread boundary at once; `numbers.buffer` is transferred. */
+/** What crosses the thread boundary at once; `numbers` and `ids` buffers are transferred. */
 export interface SpanRecords {
   count: number;
+  /** Per request, NUMBERS values (see N). */
   numbers: Float64Array;
+  /** Per request, ID_WORDS words (see ID). */
+  ids: Int32Array;
+  /** Per request, STRINGS strings (see S). */
   strings: string[];
+  /** Topics, by the index in N.topic. */
+  topics: string[];
   groups: GroupSpanRecord[];
 }
 
-const NUMBERS = 8; // partition, offset, start, end, queue wait, batch wait, inference, outcome
-const STRINGS = 9; // topic, trace, span, parent, tracestate, request id, batch span, code, reason
+/** Where each number sits in a request's row of `numbers`. */
+export const N = {
+  partition: 0,
+  offset: 1,
+  start: 2,
+  end: 3,
+  queueWait: 4,
+  batchWait: 5,
+  inference: 6,
+  outcome: 7,
+  topic: 8,
+} as const;
+export const NUMBERS = 9;
+
+/** Where each string sits in a request's row of `strings`. */
+export const S = { requestId: 0, traceState: 1, errorCode: 2, abandonReason: 3 } as const;
+export const STRINGS = 4;
+
+// Rows of InFlightTraces.times.
+const T_START = 0;
+const T_QUEUE_WAIT = 1;
+const T_BATCH_WAIT = 2;
+const T_INFERENCE = 3;
+const T_OFFSET = 4;
+const T_PARTITION = 5;
+const TIMES = 6;
+/** One more id word in flight: flags. */
+const FLAGS = ID_WORDS;
+const WORDS_IN_FLIGHT = ID_WORDS + 1;
+const SAMPLED = 1;
+
+/** A group span still waiting for the last of its requests to be answered. */
+export interface OpenGroup extends GroupSpanRecord {
+  open: number;
+}
+
+/**
+ * The tracing state of every request in flight, a row per slot; a record holds its slot number
+ * (InboundRecord.trace). Slots are reused once their request is answered or given up, so the
+ * table grows to the most requests ever in flight at once and stays there.
+ */
+export class InFlightTraces {
+  times: Float64Array;
+  /** ID_WORDS id words and a flags word per slot. */
+  ids: Int32Array;
+  readonly topics: string[] = [];
+  readonly requestIds: string[] = [];
+  readonly traceStates: string[] = [];
+  /** The `send` span the slot's answer went out with. */
+  readonly sends: (OpenGroup | undefined)[] = [];
+  private free: Int32Array;
+  private freeCount: number;
+  private capacity: number;
+
+  constructor(initialCapacity = 1024) {
+    this.capacity = initialCapacity;
+    this.times = new Float64Array(initialCapacity * TIMES);
+    this.ids = new Int32Array(initialCapacity * WORDS_IN_FLIGHT);
+    this.free = new Int32Array(initialCapacity);
+    for (let i = 0; i < initialCapacity; i++) this.free[i] = initialCapacity - 1 - i;
+    this.freeCount = initialCapacity;
+  }
+
+  /** Requests in flight. */
+  get live(): number {
+    return this.capacity - this.freeCount;
+  }
+
+  /** A slot for a new request: sampled, its id words zeroed. */
+  open(
+    topic: string,
+    partition: number,
+    offset: number,
+    start: number,
+    queueWaitMs: number,
+    traceState: string,
+  ): number {
+    if (this.freeCount === 0) this.grow();
+    const slot = this.free[--this.freeCount]!;
+    const t = slot * TIMES;
+    const times = this.times;
+    times[t + T_START] = start;
+    times[t + T_QUEUE_WAIT] = queueWaitMs;
+    times[t + T_BATCH_WAIT] = Number.NaN;
+    times[t + T_INFERENCE] = Number.NaN;
+    times[t + T_OFFSET] = offset;
+    times[t + T_PARTITION] = partition;
+    const w = slot * WORDS_IN_FLIGHT;
+    this.ids.fill(0, w, w + ID_WORDS);
+    this.ids[w + FLAGS] = SAMPLED;
+    this.topics[slot] = topic;
+    this.requestIds[slot] = '';
+    this.traceStates[slot] = traceState;
+    this.sends[slot] = undefined;
+    return slot;
+  }
+
+  /** The slot is free again; what it referenced is let go. */
+  close(slot: number): void {
+    this.sends[slot] = undefined;
+    this.requestIds[slot] = '';
+    this.traceStates[slot] = '';
+    this.free[this.freeCount++] = slot;
+  }
+
+  /** Where the slot's id words start in `ids` (add ID.*). */
+  idsAt(slot: number): number {
+    return slot * WORDS_IN_FLIGHT;
+  }
+
+  sampled(slot: number): boolean {
+    return (this.ids[slot * WORDS_IN_FLIGHT + FLAGS]! & SAMPLED) !== 0;
+  }
+
+  setSampled(slot: number, sampled: boolean): void {
+    const w = slot * WORDS_IN_FLIGHT + FLAGS;
+    this.ids[w] = sampled ? this.ids[w]! | SAMPLED : this.ids[w]! & ~SAMPLED;
+  }
+
+  /** The wait ends as the batch starts. */
+  setBatchWait(slot: number, ms: number): void {
+    this.times[slot * TIMES + T_BATCH_WAIT] = ms;
+  }
+
+  /** Scored in the batch whose span id is `batchIds[at…]`, taking `ms`. */
+  setInference(slot: number, batchIds: Int32Array, at: number, ms: number): void {
+    this.times[slot * TIMES + T_INFERENCE] = ms;
+    const w = slot * WORDS_IN_FLIGHT + ID.batch;
+    this.ids[w] = batchIds[at]!;
+    this.ids[w + 1] = batchIds[at + 1]!;
+  }
+
+  /** Copies the slot's trace id and span id (a link) to `out` at `at`. */
+  copyLink(slot: number, out: Int32Array, at: number): void {
+    const w = slot * WORDS_IN_FLIGHT;
+    const ids = this.ids;
+    for (let k = 0; k < GROUP_ID_WORDS; k++) out[at + k] = ids[w + k]!;
+  }
+
+  private grow(): void {
+    const old = this.capacity;
+    const capacity = old * 2;
+    const times = new Float64Array(capacity * TIMES);
+    times.set(this.times);
+    const ids = new Int32Array(capacity * WORDS_IN_FLIGHT);
+    ids.set(this.ids);
+    const free = new Int32Array(capacity);
+    for (let i = 0; i < capacity - old; i++) free[i] = capacity - 1 - i;
+    this.times = times;
+    this.ids = ids;
+    this.free = free;
+    this.freeCount = capacity - old;
+    this.capacity = capacity;
+  }
+
+  /** For the writer: the slot's numbers. */
+  readTimes(slot: number, out: Float64Array, at: number): void {
+    const t = slot * TIMES;
+    const times = this.times;
+    out[at + N.partition] = times[t + T_PARTITION]!;
+    out[at + N.offset] = times[t + T_OFFSET]!;
+    out[at + N.start] = times[t + T_START]!;
+    out[at + N.queueWait] = times[t + T_QUEUE_WAIT]!;
+    out[at + N.batchWait] = times[t + T_BATCH_WAIT]!;
+    out[at + N.inference] = times[t + T_INFERENCE]!;
+  }
+}
 
 /** Collects finished spans in columns until taken. */
 export class SpanRecordWriter {
   private numbers: Float64Array;
+  private ids: Int32Array;
   private strings: string[] = [];
+  private topics: string[] = [];
+  private topicIndex = new Map<string, number>();
+  private lastTopic = '';
+  private lastTopicIndex = -1;
   private groups: GroupSpanRecord[] = [];
   private count = 0;
 
   constructor(private readonly capacity: number) {
     this.numbers = new Float64Array(capacity * NUMBERS);
+    this.ids = new Int32Array(capacity * ID_WORDS);
   }
 
   /** Request spans and group spans held. */
@@ -86,29 +285,49 @@ export class SpanRecordWriter {
     return this.count >= this.capacity;
   }
 
+  /** A request of `table` ended: its row is copied now (the slot may be reused after). */
+  addInFlight(
+    table: InFlightTraces,
+    slot: number,
+    end: number,
+    outcome: Outcome,
+    errorCode: string,
+    abandonReason: string,
+  ): void {
+    const i = this.row();
+    const n = i * NUMBERS;
+    table.readTimes(slot, this.numbers, n);
+    this.numbers[n + N.end] = end;
+    this.numbers[n + N.outcome] = OUTCOMES.indexOf(outcome);
+    this.numbers[n + N.topic] = this.topicOf(table.topics[slot]!);
+    const from = table.idsAt(slot);
+    const ids = this.ids;
+    const tableIds = table.ids;
+    const d = i * ID_WORDS;
+    for (let k = 0; k < ID_WORDS; k++) ids[d + k] = tableIds[from + k]!;
+    this.strings.push(table.requestIds[slot]!, table.traceStates[slot]!, errorCode, abandonReason);
+  }
+
+  /** A request span given whole, with hex ids (tests, and callers that hold such records). */
   add(r: RequestSpanRecord): void {
-    if (this.full) throw new RangeError(`span record writer holds at most ${this.capacity}`);
-    const n = this.count++ * NUMBERS;
+    const i = this.row();
+    const n = i * NUMBERS;
     const numbers = this.numbers;
-    numbers[n] = r.partition;
-    numbers[n + 1] = r.offset;
-    numbers[n + 2] = r.start;
-    numbers[n + 3] = r.end;
-    numbers[n + 4] = r.queueWaitMs;
-    numbers[n + 5] = r.batchWaitMs;
-    numbers[n + 6] = r.inferenceMs;
-    numbers[n + 7] = OUTCOMES.indexOf(r.outcome);
-    this.strings.push(
-      r.topic,
-      r.traceId,
-      r.spanId,
-      r.parentSpanId,
-      r.traceState,
-      r.requestId,
-      r.batchSpanId,
-      r.errorCode,
-      r.abandonReason,
-    );
+    numbers[n + N.partition] = r.partition;
+    numbers[n + N.offset] = r.offset;
+    numbers[n + N.start] = r.start;
+    numbers[n + N.end] = r.end;
+    numbers[n + N.queueWait] = r.queueWaitMs;
+    numbers[n + N.batchWait] = r.batchWaitMs;
+    numbers[n + N.inference] = r.inferenceMs;
+    numbers[n + N.outcome] = OUTCOMES.indexOf(r.outcome);
+    numbers[n + N.topic] = this.topicOf(r.topic);
+    const d = i * ID_WORDS;
+    hexToWords(r.traceId, this.ids, d + ID.trace, TRACE_ID_WORDS);
+    hexToWords(r.spanId, this.ids, d + ID.span, SPAN_ID_WORDS);
+    hexToWords(r.parentSpanId, this.ids, d + ID.parent, SPAN_ID_WORDS);
+    hexToWords(r.batchSpanId, this.ids, d + ID.batch, SPAN_ID_WORDS);
+    this.strings.push(r.requestId, r.traceState, r.errorCode, r.abandonReason);
   }
 
   addGroup(g: GroupSpanRecord): void {
@@ -120,44 +339,67 @@ export class SpanRecordWriter {
     const taken: SpanRecords = {
       count: this.count,
       numbers: this.numbers,
+      ids: this.ids,
       strings: this.strings,
+      topics: this.topics,
       groups: this.groups,
     };
     this.numbers = new Float64Array(this.capacity * NUMBERS);
+    this.ids = new Int32Array(this.capacity * ID_WORDS);
     this.strings = [];
+    this.topics = [];
+    this.topicIndex = new Map();
+    this.lastTopic = '';
+    this.lastTopicIndex = -1;
     this.groups = [];
     this.count = 0;
     return taken;
   }
+
+  private row(): number {
+    if (this.full) throw new RangeError(`span record writer holds at most ${this.capacity}`);
+    return this.count++;
+  }
+
+  /** The topic's index in this message (a batch's requests mostly share one topic). */
+  private topicOf(topic: string): number {
+    if (topic === this.lastTopic && this.lastTopicIndex >= 0) return this.lastTopicIndex;
+    let index = this.topicIndex.get(topic);
+    if (index === undefined) {
+      index = this.topics.push(topic) - 1;
+      this.topicIndex.set(topic, index);
+    }
+    this.lastTopic = topic;
+    this.lastTopicIndex = index;
+    return index;
+  }
 }
 
-/** Calls `visit` with each request record of a message, in the order they were added. */
-export function forEachRequestSpan(
-  records: SpanRecords,
-  visit: (record: RequestSpanRecord) => void,
-): void {
-  const { numbers, strings } = records;
-  for (let i = 0; i < records.count; i++) {
-    const n = i * NUMBERS;
-    const s = i * STRINGS;
-    visit({
-      partition: numbers[n]!,
-      offset: numbers[n + 1]!,
-      start: numbers[n + 2]!,
-      end: numbers[n + 3]!,
-      queueWaitMs: numbers[n + 4]!,
-      batchWaitMs: numbers[n + 5]!,
-      inferenceMs: numbers[n + 6]!,
-      outcome: OUTCOMES[numbers[n + 7]!]!,
-      topic: strings[s]!,
-      traceId: strings[s + 1]!,
-      spanId: strings[s + 2]!,
-      parentSpanId: strings[s + 3]!,
-      traceState: strings[s + 4]!,
-      requestId: strings[s + 5]!,
-      batchSpanId: strings[s + 6]!,
-      errorCode: strings[s + 7]!,
-      abandonReason: strings[s + 8]!,
-    });
-  }
+/** Request `i` of a message as a record with hex ids. */
+export function readRequestSpan(records: SpanRecords, i: number): RequestSpanRecord {
+  const { numbers, ids, strings } = records;
+  const n = i * NUMBERS;
+  const d = i * ID_WORDS;
+  const s = i * STRINGS;
+  const hexOrEmpty = (at: number): string =>
+    ids[at] === 0 && ids[at + 1] === 0 ? '' : wordsToHex(ids, at, SPAN_ID_WORDS);
+  return {
+    topic: records.topics[numbers[n + N.topic]!]!,
+    partition: numbers[n + N.partition]!,
+    offset: numbers[n + N.offset]!,
+    traceId: wordsToHex(ids, d + ID.trace, TRACE_ID_WORDS),
+    spanId: wordsToHex(ids, d + ID.span, SPAN_ID_WORDS),
+    parentSpanId: hexOrEmpty(d + ID.parent),
+    traceState: strings[s + S.traceState]!,
+    start: numbers[n + N.start]!,
+    end: numbers[n + N.end]!,
+    queueWaitMs: numbers[n + N.queueWait]!,
+    batchWaitMs: numbers[n + N.batchWait]!,
+    inferenceMs: numbers[n + N.inference]!,
+    requestId: strings[s + S.requestId]!,
+    batchSpanId: hexOrEmpty(d + ID.batch),
+    outcome: OUTCOMES[numbers[n + N.outcome]!]!,
+    errorCode: strings[s + S.errorCode]!,
+    abandonReason: strings[s + S.abandonReason]!,
+  };
 }

@@ -1,8 +1,6 @@
-import { randomFillSync } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
-import { ROOT_CONTEXT, SpanKind, TraceFlags, type MeterProvider } from '@opentelemetry/api';
+import { TraceFlags, type MeterProvider } from '@opentelemetry/api';
 import { parseTraceParent } from '@opentelemetry/core';
-import { SamplingDecision, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace';
 import type { StreamscoreConfig } from '../config/schema.js';
 import type { InboundRecord, OutboundRecord } from '../kafka/types.js';
 import { startModuleThread } from '../util/thread.js';
@@ -10,11 +8,23 @@ import type { Logger } from './logger.js';
 import type { SpanBuilder } from './span-builder.js';
 import { SPAN_ATTRIBUTE } from './span-names.js';
 import {
+  GROUP_ID_WORDS,
+  ID,
+  InFlightTraces,
   SpanRecordWriter,
   type GroupSpanRecord,
+  type OpenGroup,
   type Outcome,
-  type RequestSpanRecord,
 } from './span-records.js';
+import {
+  hexToWords,
+  IdWordPool,
+  isZeroId,
+  SPAN_ID_WORDS,
+  TRACE_ID_WORDS,
+  traceparent,
+  wordsToHex,
+} from './trace-ids.js';
 import type {
   FromTraceThread,
   ProcessorMetricPoint,
@@ -26,7 +36,15 @@ export { SPAN_ATTRIBUTE } from './span-names.js';
 
 /** Where finished span records go: the tracing thread, or a builder on this thread. */
 export interface SpanSink {
-  request(record: RequestSpanRecord): void;
+  /** The request in `slot` of `traces` ended; its row is read now (the slot is reused after). */
+  request(
+    traces: InFlightTraces,
+    slot: number,
+    end: number,
+    outcome: Outcome,
+    errorCode: string,
+    abandonReason: string,
+  ): void;
   group(record: GroupSpanRecord): void;
 }
 
@@ -56,7 +74,7 @@ export interface TracingOptions {
  * (trace-thread.ts); the main thread keeps ids and times per request and hands finished ones over
  * in columns (span-records.ts). Sampling is decided here, when a request is read, so results carry
  * the right flags: a request follows its producer's decision (traceparent), a new trace is kept
- * at `tracesSampleRatio` (the SDK's TraceIdRatioBased sampler on its trace id).
+ * at `tracesSampleRatio` (the SDK's TraceIdRatioBased rule on its trace id).
  */
 export function startTracing(
   config: StreamscoreConfig['telemetry'],
@@ -85,75 +103,10 @@ export function startTracing(
   };
 }
 
-/** What the worker knows of a request's span while the request is in flight. */
-class RequestTrace implements RequestSpanRecord {
-  queueWaitMs: number;
-  end = Number.NaN;
-  batchWaitMs = Number.NaN;
-  inferenceMs = Number.NaN;
-  requestId = '';
-  batchSpanId = '';
-  outcome: Outcome = 'result';
-  errorCode = '';
-  abandonReason = '';
-  /** The `send` span of the answers this request's answer went out with. */
-  send: OpenGroup | undefined = undefined;
-
-  constructor(
-    readonly topic: string,
-    readonly partition: number,
-    readonly offset: number,
-    readonly traceId: string,
-    readonly spanId: string,
-    readonly parentSpanId: string,
-    readonly traceState: string,
-    readonly sampled: boolean,
-    readonly start: number,
-    timestamp: number,
-  ) {
-    this.queueWaitMs = Math.max(0, Date.now() - timestamp);
-  }
-}
-
-/** The record's trace while it is in flight (InboundRecord.trace), if it is traced. */
-const traceOf = (record: InboundRecord): RequestTrace | undefined =>
-  record.trace as RequestTrace | undefined;
-
-/** A `send` span that ends with the last of its requests. */
-interface OpenGroup extends GroupSpanRecord {
-  open: number;
-}
+/** The record's slot in InFlightTraces while it is in flight (InboundRecord.trace), if traced. */
+const slotOf = (record: InboundRecord): number | undefined => record.trace as number | undefined;
 
 const SAMPLED = TraceFlags.SAMPLED;
-const NO_ATTRIBUTES = {};
-const NO_LINKS: never[] = [];
-
-/**
- * Random trace and span ids, cut from a buffer refilled by the CSPRNG 8 KiB at a time: a tenth
- * of the cost of the SDK's generator (which draws Math.random per 4 bytes), paid per request.
- */
-class IdPool {
-  private readonly pool = Buffer.allocUnsafe(8192);
-  private offset = this.pool.length;
-
-  traceId(): string {
-    return this.take(16, '00000000000000000000000000000000');
-  }
-
-  spanId(): string {
-    return this.take(8, '0000000000000000');
-  }
-
-  private take(bytes: number, invalid: string): string {
-    if (this.offset + bytes > this.pool.length) {
-      randomFillSync(this.pool);
-      this.offset = 0;
-    }
-    const id = this.pool.toString('hex', this.offset, (this.offset += bytes));
-    // All zeros is not a valid id (2^-64 odds for a span id; drawn again).
-    return id === invalid ? this.take(bytes, invalid) : id;
-  }
-}
 
 /** Wall-clock time in fractional milliseconds, monotonic within the process. */
 const epochNow = (): number => performance.timeOrigin + performance.now();
@@ -168,64 +121,93 @@ const round = (ms: number): number => Math.round(ms * 100) / 100;
  * A result's traceparent is its request's process span (the span the result was created in), so
  * consumers of results continue the producer's trace.
  *
- * Per request this notes ids and times only; the spans are made elsewhere (SpanSink).
+ * Per request this notes ids and times only, in a row of InFlightTraces whose number the record
+ * holds; the spans are made elsewhere (SpanSink).
  */
 export class RequestTracing {
-  private readonly ids = new IdPool();
-  /** Decides for requests that start a trace; none at 100 % (every one is kept). */
-  private readonly newTraces: Sampler | undefined;
+  private readonly traces = new InFlightTraces();
+  private readonly ids = new IdWordPool();
+  /**
+   * A request that starts a trace is kept when its trace id hashes below this (the SDK's
+   * TraceIdRatioBased bound); none at 100 %: every one is kept.
+   */
+  private readonly newTracesBelow: number | undefined;
 
   constructor(
     private readonly spans: SpanSink,
     sampleRatio: number,
   ) {
-    this.newTraces = sampleRatio >= 1 ? undefined : new TraceIdRatioBasedSampler(sampleRatio);
+    this.newTracesBelow =
+      sampleRatio >= 1 ? undefined : Math.floor(Math.max(0, sampleRatio) * 0xffffffff);
   }
 
-  private keepsNewTrace(traceId: string): boolean {
-    if (!this.newTraces) return true;
-    const { decision } = this.newTraces.shouldSample(
-      ROOT_CONTEXT,
-      traceId,
-      '',
-      SpanKind.CONSUMER,
-      NO_ATTRIBUTES,
-      NO_LINKS,
-    );
-    return decision === SamplingDecision.RECORD_AND_SAMPLED;
+  /** Requests whose spans have started and not ended. */
+  get inFlight(): number {
+    return this.traces.live;
+  }
+
+  /**
+   * The SDK's TraceIdRatioBased decision, on the words: its hash of a trace id is the XOR of the
+   * id's four 8-digit hex parts, which are the words (test/telemetry/request-tracing.test.ts holds
+   * the two to the same decisions).
+   */
+  private keepsNewTrace(words: Int32Array, at: number): boolean {
+    if (this.newTracesBelow === undefined) return true;
+    const hash = (words[at]! ^ words[at + 1]! ^ words[at + 2]! ^ words[at + 3]!) >>> 0;
+    return hash < this.newTracesBelow;
   }
 
   /** The request was read: its process span starts, as a child of the producer's span. */
   received(record: InboundRecord): void {
     const header = record.headers['traceparent'];
-    const parent = header ? parseTraceParent(header.toString('latin1')) : null;
-    const traceId = parent?.traceId ?? this.ids.traceId();
-    const sampled = parent ? (parent.traceFlags & SAMPLED) !== 0 : this.keepsNewTrace(traceId);
+    let parent = header ? parseTraceParent(header.toString('latin1')) : null;
     const traceState = parent ? (record.headers['tracestate']?.toString('latin1') ?? '') : '';
-    record.trace = new RequestTrace(
+    const traces = this.traces;
+    const slot = traces.open(
       record.topic,
       record.partition,
       Number(record.offset),
-      traceId,
-      this.ids.spanId(),
-      parent?.spanId ?? '',
-      traceState,
-      sampled,
       epochNow(),
-      record.timestamp,
+      Math.max(0, Date.now() - record.timestamp),
+      traceState,
     );
+    const ids = traces.ids;
+    const at = traces.idsAt(slot);
+    if (parent) {
+      hexToWords(parent.traceId, ids, at + ID.trace, TRACE_ID_WORDS);
+      hexToWords(parent.spanId, ids, at + ID.parent, SPAN_ID_WORDS);
+      // An all-zero id is invalid (W3C): the request starts a trace of its own, as the SDK would.
+      if (
+        isZeroId(ids, at + ID.trace, TRACE_ID_WORDS) ||
+        isZeroId(ids, at + ID.parent, SPAN_ID_WORDS)
+      ) {
+        parent = null;
+        ids.fill(0, at, at + ID.batch);
+        traces.traceStates[slot] = '';
+      }
+    }
+    if (!parent) this.ids.draw(ids, at + ID.trace, TRACE_ID_WORDS);
+    this.ids.draw(ids, at + ID.span, SPAN_ID_WORDS);
+    const sampled = parent ? (parent.traceFlags & SAMPLED) !== 0 : this.keepsNewTrace(ids, at);
+    if (!sampled) traces.setSampled(slot, false);
+    record.trace = slot;
   }
 
   /** The record's span context, for log lines about it. */
   logFields(record: InboundRecord): { trace_id: string; span_id: string } | Record<string, never> {
-    const t = traceOf(record);
-    return t ? { trace_id: t.traceId, span_id: t.spanId } : {};
+    const slot = slotOf(record);
+    if (slot === undefined) return {};
+    const at = this.traces.idsAt(slot);
+    return {
+      trace_id: wordsToHex(this.traces.ids, at + ID.trace, TRACE_ID_WORDS),
+      span_id: wordsToHex(this.traces.ids, at + ID.span, SPAN_ID_WORDS),
+    };
   }
 
   /** The request id is known once decoded. */
   identified(record: InboundRecord, requestId: string): void {
-    const t = traceOf(record);
-    if (t) t.requestId = requestId;
+    const slot = slotOf(record);
+    if (slot !== undefined) this.traces.requestIds[slot] = requestId;
   }
 
   /** One model call for these requests: a batch span linked to each request's span. */
@@ -235,30 +217,35 @@ export class RequestTracing {
     startedAt: number,
     receivedAt: readonly number[],
   ): (inferredAt: number, error?: Error) => void {
-    const sampled: RequestTrace[] = [];
-    records.forEach((record, i) => {
-      const t = traceOf(record);
-      if (!t?.sampled) return;
+    const traces = this.traces;
+    const sampled: InboundRecord[] = [];
+    for (let i = 0; i < records.length; i++) {
+      const slot = slotOf(records[i]!);
+      if (slot === undefined || !traces.sampled(slot)) continue;
       // Known now: the wait ends as the batch starts.
-      t.batchWaitMs = round(startedAt - receivedAt[i]!);
-      sampled.push(t);
-    });
+      traces.setBatchWait(slot, round(startedAt - receivedAt[i]!));
+      sampled.push(records[i]!);
+    }
     if (sampled.length === 0) return noop;
-    const spanId = this.ids.spanId();
-    const traceId = this.ids.traceId();
+    const ids = new Int32Array(GROUP_ID_WORDS);
+    this.ids.draw(ids, 0, TRACE_ID_WORDS);
+    this.ids.draw(ids, TRACE_ID_WORDS, SPAN_ID_WORDS);
     const start = epochNow();
     return (inferredAt, error) => {
       const inferenceMs = round(inferredAt - startedAt);
-      for (const t of sampled) {
-        t.batchSpanId = spanId;
-        t.inferenceMs = inferenceMs;
+      const links = new Int32Array(sampled.length * GROUP_ID_WORDS);
+      let linked = 0;
+      for (const record of sampled) {
+        // A request given up meanwhile (its slot freed, maybe reused) is left out.
+        const slot = slotOf(record);
+        if (slot === undefined) continue;
+        traces.setInference(slot, ids, TRACE_ID_WORDS, inferenceMs);
+        traces.copyLink(slot, links, linked++ * GROUP_ID_WORDS);
       }
-      const links = linkIds(sampled);
       this.spans.group({
         kind: 'infer',
         name: `infer ${model.name}`,
-        traceId,
-        spanId,
+        ids,
         start,
         end: epochNow(),
         attributes: {
@@ -267,7 +254,7 @@ export class RequestTracing {
           [SPAN_ATTRIBUTE.backend]: model.backend,
           [SPAN_ATTRIBUTE.batchSize]: records.length,
         },
-        links,
+        links: linked === sampled.length ? links : links.slice(0, linked * GROUP_ID_WORDS),
         error: error?.message ?? '',
       });
     };
@@ -289,41 +276,51 @@ export class RequestTracing {
       typeof resultTopics === 'string'
         ? (topic: string) => topic === resultTopics
         : (topic: string) => resultTopics.has(topic);
-    const linked: RequestTrace[] = [];
-    const topics = new Set<string>();
+    const traces = this.traces;
+    const linked: number[] = [];
+    let topic: string | undefined;
+    let mixed = false;
     for (let i = 0; i < records.length; i++) {
-      const t = traceOf(records[i]!);
+      const slot = slotOf(records[i]!);
       const out = outs[i];
-      if (!t || !out) continue;
+      if (slot === undefined || !out) continue;
+      const sampled = traces.sampled(slot);
       if (isResult(out.topic)) {
-        out.headers['traceparent'] = `00-${t.traceId}-${t.spanId}-${t.sampled ? '01' : '00'}`;
-        if (t.traceState) out.headers['tracestate'] = t.traceState;
+        const at = traces.idsAt(slot);
+        out.headers['traceparent'] = traceparent(traces.ids, at + ID.trace, at + ID.span, sampled);
+        const traceState = traces.traceStates[slot]!;
+        if (traceState) out.headers['tracestate'] = traceState;
       }
-      if (!t.sampled) continue;
-      linked.push(t);
-      topics.add(out.topic);
+      if (!sampled) continue;
+      linked.push(slot);
+      if (topic === undefined) topic = out.topic;
+      else if (topic !== out.topic) mixed = true;
     }
     if (linked.length === 0) return;
+    const ids = new Int32Array(GROUP_ID_WORDS);
+    this.ids.draw(ids, 0, TRACE_ID_WORDS);
+    this.ids.draw(ids, TRACE_ID_WORDS, SPAN_ID_WORDS);
+    const links = new Int32Array(linked.length * GROUP_ID_WORDS);
+    for (let i = 0; i < linked.length; i++) traces.copyLink(linked[i]!, links, i * GROUP_ID_WORDS);
     // Answers of one batch mostly share a topic; a mix (results and dead letters) names none.
-    const [topic] = topics.size === 1 ? topics : [undefined];
+    const single = mixed ? undefined : topic;
     const send: OpenGroup = {
       kind: 'send',
-      name: topic ? `send ${topic}` : 'send',
-      traceId: this.ids.traceId(),
-      spanId: this.ids.spanId(),
+      name: single ? `send ${single}` : 'send',
+      ids,
       start: epochNow(),
       end: Number.NaN,
       attributes: {
         'messaging.system': 'kafka',
         'messaging.operation.type': 'send',
         'messaging.batch.message_count': linked.length,
-        ...(topic ? { 'messaging.destination.name': topic } : {}),
+        ...(single ? { 'messaging.destination.name': single } : {}),
       },
-      links: linkIds(linked),
+      links,
       error: '',
       open: linked.length,
     };
-    for (const t of linked) t.send = send;
+    for (const slot of linked) traces.sends[slot] = send;
   }
 
   /** The answer is acknowledged (or committed): the request's spans end. */
@@ -342,34 +339,24 @@ export class RequestTracing {
     errorCode: string,
     abandonReason: string,
   ): void {
-    const t = traceOf(record);
-    if (!t) return;
+    const slot = slotOf(record);
+    if (slot === undefined) return;
     record.trace = undefined;
-    if (!t.sampled) return;
-    t.end = epochNow();
-    t.outcome = outcome;
-    t.errorCode = errorCode;
-    t.abandonReason = abandonReason;
-    this.spans.request(t);
-    const send = t.send;
-    if (send && --send.open === 0) {
-      send.end = t.end;
-      this.spans.group(send);
+    const traces = this.traces;
+    if (traces.sampled(slot)) {
+      const end = epochNow();
+      this.spans.request(traces, slot, end, outcome, errorCode, abandonReason);
+      const send = traces.sends[slot];
+      if (send && --send.open === 0) {
+        send.end = end;
+        this.spans.group(send);
+      }
     }
+    traces.close(slot);
   }
 }
 
 const noop = (): void => undefined;
-
-/** Links to these requests' spans: trace id, span id, trace id, span id, … */
-function linkIds(traces: readonly RequestTrace[]): string[] {
-  const ids = new Array<string>(traces.length * 2);
-  for (let i = 0; i < traces.length; i++) {
-    ids[2 * i] = traces[i]!.traceId;
-    ids[2 * i + 1] = traces[i]!.spanId;
-  }
-  return ids;
-}
 
 /** Request records held before they are handed over together (fewer for a small queue). */
 const HANDOFF_SPANS = 1024;
@@ -425,9 +412,16 @@ class TraceThread implements SpanSink {
     if (meterProvider) this.mirrorMetrics(meterProvider);
   }
 
-  request(record: RequestSpanRecord): void {
+  request(
+    traces: InFlightTraces,
+    slot: number,
+    end: number,
+    outcome: Outcome,
+    errorCode: string,
+    abandonReason: string,
+  ): void {
     if (this.writer.full) this.handOff();
-    this.writer.add(record);
+    this.writer.addInFlight(traces, slot, end, outcome, errorCode, abandonReason);
     this.timer ??= setTimeout(() => this.handOff(), HANDOFF_DELAY_MS).unref();
   }
 
@@ -477,9 +471,10 @@ class TraceThread implements SpanSink {
       return;
     }
     this.inFlight += spans;
-    // The numbers move to the thread (no copy); the writer has a fresh array already.
+    // The columns move to the thread (no copy); the writer has fresh ones already.
     this.worker.postMessage({ type: 'spans', records } satisfies ToTraceThread, [
       records.numbers.buffer as ArrayBuffer,
+      records.ids.buffer as ArrayBuffer,
     ]);
   }
 
@@ -556,8 +551,15 @@ export class LocalSpanSink implements SpanSink {
 
   constructor(private readonly builder: SpanBuilder) {}
 
-  request(record: RequestSpanRecord): void {
-    this.writer.add(record);
+  request(
+    traces: InFlightTraces,
+    slot: number,
+    end: number,
+    outcome: Outcome,
+    errorCode: string,
+    abandonReason: string,
+  ): void {
+    this.writer.addInFlight(traces, slot, end, outcome, errorCode, abandonReason);
     this.builder.build(this.writer.take());
   }
 

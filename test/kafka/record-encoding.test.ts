@@ -179,6 +179,19 @@ const CASES: { name: string; key: Buffer | null; value: Buffer | null; headers: 
     },
   },
   {
+    // The patch writes short ASCII strings itself (up to 128 characters) and leaves the rest to
+    // Buffer#write: both sides of that bound, and a non-ASCII character at its last place.
+    name: 'header strings at the short-string bound',
+    key: Buffer.from('k'),
+    value: Buffer.from('v'),
+    headers: {
+      ['k'.repeat(128)]: 'a'.repeat(128),
+      ['k'.repeat(129)]: 'b'.repeat(129),
+      latin1: `${'c'.repeat(127)}é`,
+      astral: '𝔘𝔫𝔦𝔠𝔬𝔡𝔢',
+    },
+  },
+  {
     name: 'a record over the encoder’s first 512 bytes',
     key: Buffer.alloc(1000, 2),
     value: Buffer.alloc(70_000, 3),

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { SpanKind, SpanStatusCode, TraceFlags } from '@opentelemetry/api';
-import { ExportResultCode, hrTimeDuration, millisToHrTime } from '@opentelemetry/core';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { ExportResultCode, hrTimeDuration } from '@opentelemetry/core';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { emptyResource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace';
@@ -11,12 +11,13 @@ import { hexId as hex, requestSpanRecord } from '../helpers/span-records.js';
 import { TraceExporter } from '../../src/telemetry/otlp/trace-exporter.js';
 import { TraceSerializer } from '../../src/telemetry/otlp/trace-serializer.js';
 import { telemetryResource } from '../../src/telemetry/resource.js';
-import { EndedSpan, SCOPE, SpanBuilder } from '../../src/telemetry/span-builder.js';
+import { GroupSpan, SpanBuilder } from '../../src/telemetry/span-builder.js';
 import {
   SpanRecordWriter,
   type GroupSpanRecord,
   type RequestSpanRecord,
 } from '../../src/telemetry/span-records.js';
+import { idWords } from '../../src/telemetry/trace-ids.js';
 
 /** Keeps what the builder ends, as a span processor would get it. */
 class Collect implements SpanProcessor {
@@ -35,8 +36,7 @@ const group = (kind: 'infer' | 'send', links: number, overrides: Partial<GroupSp
   ({
     kind,
     name: kind === 'infer' ? 'infer digits' : 'send requests.results',
-    traceId: 'e'.repeat(32),
-    spanId: 'f'.repeat(16),
+    ids: idWords('e'.repeat(32) + 'f'.repeat(16)),
     start: 1_795_000_000_001.5,
     end: 1_795_000_000_003.25,
     attributes:
@@ -53,7 +53,9 @@ const group = (kind: 'infer' | 'send', links: number, overrides: Partial<GroupSp
             'messaging.batch.message_count': links,
             'messaging.destination.name': 'requests.results',
           },
-    links: Array.from({ length: links }, (_, i) => [hex(i, 32, 'a'), hex(i, 16, 'b')]).flat(),
+    links: idWords(
+      Array.from({ length: links }, (_, i) => hex(i, 32, 'a') + hex(i, 16, 'b')).join(''),
+    ),
     error: '',
     ...overrides,
   }) satisfies GroupSpanRecord;
@@ -85,7 +87,10 @@ describe('TraceSerializer: the SDK’s OTLP/protobuf bytes, written from the rec
   it('a batch as the worker makes it: requests with and without a producer parent, infer and send spans linked to each', () => {
     const requests = Array.from({ length: 128 }, (_, i) => request(i));
     const { ours, sdk } = bothWays(
-      build(requests, [group('infer', 128), group('send', 128, { spanId: '1'.repeat(16) })]),
+      build(requests, [
+        group('infer', 128),
+        group('send', 128, { ids: idWords('e'.repeat(32) + '1'.repeat(16)) }),
+      ]),
     );
     expect(ours.length).toBeGreaterThan(128 * 300);
     expect(Buffer.from(ours).equals(Buffer.from(sdk))).toBe(true);
@@ -151,19 +156,9 @@ describe('TraceSerializer: the SDK’s OTLP/protobuf bytes, written from the rec
       end(): void;
     };
     sdkSpan.end();
-    const listValued = new EndedSpan(
-      'list',
-      SpanKind.INTERNAL,
-      { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), traceFlags: TraceFlags.SAMPLED },
-      undefined,
-      millisToHrTime(1),
-      millisToHrTime(2),
-      { shape: [1, 28, 28] },
-      [],
-      [],
-      { code: SpanStatusCode.UNSET },
+    const listValued = new GroupSpan(
+      { ...group('infer', 1), attributes: { shape: [1, 28, 28] } as never },
       emptyResource(),
-      SCOPE,
     );
     for (const spans of [[...build([request(1)]), sdkSpan], [listValued]]) {
       const serializer = new TraceSerializer();

@@ -77,7 +77,8 @@ async function until(condition: () => boolean): Promise<void> {
 describe('request tracing in the worker', () => {
   it('continues the producer trace: process span per request, batch span and send span linked to each, request context in the result headers', async () => {
     const exporter = new InMemorySpanExporter();
-    const { source, sink, worker } = await tracedWorker(tracingInto(exporter));
+    const tracing = tracingInto(exporter);
+    const { source, sink, worker } = await tracedWorker(tracing);
     await source.deliver([
       request(0, [1, 0, 0, 0], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`),
       request(1, [0, 1, 0, 0]),
@@ -88,6 +89,8 @@ describe('request tracing in the worker', () => {
     ]);
     await until(() => source.committed('requests', 0) === '3');
     await worker.stop();
+    // Every request's tracing state was let go once it was answered.
+    expect(tracing.inFlight).toBe(0);
 
     const spans = exporter.getFinishedSpans();
     const processSpans = spans.filter((s) => s.name === 'process requests');
@@ -145,7 +148,8 @@ describe('request tracing in the worker', () => {
   it('records the batch and send spans of sampled requests only, and carries unsampled contexts on', async () => {
     const sampledExporter = new InMemorySpanExporter();
     // Requests follow their producer's decision; new traces are never sampled at ratio 0.
-    const { source, sink, worker } = await tracedWorker(tracingInto(sampledExporter, 0));
+    const tracing = tracingInto(sampledExporter, 0);
+    const { source, sink, worker } = await tracedWorker(tracing);
     const UNSAMPLED = `00-${'1'.repeat(32)}-${'2'.repeat(16)}-00`;
     // Two batches: one with a sampled request among unsampled ones, one with none sampled.
     await source.deliver([
@@ -157,6 +161,7 @@ describe('request tracing in the worker', () => {
     await source.deliver([request(3, [1, 1, 0, 0], UNSAMPLED), request(4, [0, 0, 0, 1])]);
     await until(() => source.committed('requests', 0) === '5');
     await worker.stop();
+    expect(tracing.inFlight).toBe(0);
 
     const spans = sampledExporter.getFinishedSpans();
     const processSpans = spans.filter((s) => s.name === 'process requests');
@@ -236,6 +241,51 @@ describe('RequestTracing on its own', () => {
     expect(String(out!.headers['traceparent'])).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
     const span = exporter.getFinishedSpans()[0]!;
     expect(span.parentSpanContext).toBeUndefined();
+  });
+
+  it('starts a new trace for an all-zero trace id or parent span id (invalid in W3C trace context)', () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter);
+    const outs = answer(tracing, [
+      request(0, [1], `00-${'0'.repeat(32)}-${PRODUCER_SPAN}-01`),
+      request(1, [1], `00-${TRACE_ID}-${'0'.repeat(16)}-01`),
+    ]);
+    for (const out of outs) {
+      const [, traceId] = String(out.headers['traceparent']).split('-');
+      expect(traceId).not.toBe('0'.repeat(32));
+      expect(traceId).not.toBe(TRACE_ID);
+    }
+    expect(exporter.getFinishedSpans().filter((s) => s.parentSpanContext)).toEqual([]);
+  });
+
+  it('leaves a request given up during inference out of the batch span, and its reused slot untouched', () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter);
+    const [kept, lost, next] = [0, 1, 2].map((i) => request(i, [1]));
+    tracing.received(kept!);
+    tracing.received(lost!);
+    const inferred = tracing.batch(
+      [kept!, lost!],
+      { name: 'm', version: '1', backend: 'cpu' },
+      0,
+      [0, 0],
+    );
+    tracing.abandoned(lost!, 'partition revoked');
+    // The next request read takes the slot the lost one let go.
+    tracing.received(next!);
+    inferred(1);
+    tracing.sending([kept!, next!], [null, null], 'results');
+    tracing.answered(kept!, 'result');
+    tracing.answered(next!, 'result');
+    expect(tracing.inFlight).toBe(0);
+    const spans = exporter.getFinishedSpans();
+    const byOffset = (offset: number) =>
+      spans.find((s) => s.attributes['messaging.kafka.offset'] === offset)!;
+    const batch = spans.find((s) => s.name === 'infer m')!;
+    expect(batch.links.map((l) => l.context.spanId)).toEqual([byOffset(0).spanContext().spanId]);
+    expect(byOffset(0).attributes[SPAN_ATTRIBUTE.batchSpanId]).toBe(batch.spanContext().spanId);
+    expect(byOffset(2).attributes[SPAN_ATTRIBUTE.batchSpanId]).toBeUndefined();
+    expect(byOffset(1).attributes[SPAN_ATTRIBUTE.outcome]).toBe('abandoned');
   });
 
   it('ends an abandoned request span with the reason as an event', () => {

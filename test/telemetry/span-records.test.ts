@@ -1,9 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import {
-  forEachRequestSpan,
+  GROUP_ID_WORDS,
+  ID,
+  InFlightTraces,
+  readRequestSpan,
   SpanRecordWriter,
   type RequestSpanRecord,
+  type SpanRecords,
 } from '../../src/telemetry/span-records.js';
+import {
+  idWords,
+  SPAN_ID_WORDS,
+  TRACE_ID_WORDS,
+  wordsToHex,
+} from '../../src/telemetry/trace-ids.js';
 import { requestSpanRecord } from '../helpers/span-records.js';
 
 const record = (i: number, overrides: Partial<RequestSpanRecord> = {}): RequestSpanRecord =>
@@ -16,8 +26,22 @@ const record = (i: number, overrides: Partial<RequestSpanRecord> = {}): RequestS
     ...overrides,
   });
 
+const readAll = (records: SpanRecords): RequestSpanRecord[] =>
+  Array.from({ length: records.count }, (_, i) => readRequestSpan(records, i));
+
+/** Opens a slot as the worker does for a request read, with these ids. */
+function openSlot(traces: InFlightTraces, r: RequestSpanRecord): number {
+  const slot = traces.open(r.topic, r.partition, r.offset, r.start, r.queueWaitMs, r.traceState);
+  const at = traces.idsAt(slot);
+  traces.ids.set(idWords(r.traceId), at + ID.trace);
+  traces.ids.set(idWords(r.spanId), at + ID.span);
+  if (r.parentSpanId) traces.ids.set(idWords(r.parentSpanId), at + ID.parent);
+  traces.requestIds[slot] = r.requestId;
+  return slot;
+}
+
 describe('span records', () => {
-  it('come out of the columns as they went in, in order', () => {
+  it('come out of the columns as they went in, in order, after crossing a thread boundary', () => {
     const writer = new SpanRecordWriter(4);
     const written = [
       record(0),
@@ -34,21 +58,22 @@ describe('span records', () => {
     writer.addGroup({
       kind: 'infer',
       name: 'infer m',
-      traceId: 'e'.repeat(32),
-      spanId: 'f'.repeat(16),
+      ids: idWords('e'.repeat(32) + 'f'.repeat(16)),
       start: 1,
       end: 2,
       attributes: { a: 1 },
-      links: [written[0]!.traceId, written[0]!.spanId],
+      links: idWords(written[0]!.traceId + written[0]!.spanId),
       error: '',
     });
     expect(writer.size).toBe(4);
     const taken = writer.take();
     expect(writer.size).toBe(0);
-    const read: RequestSpanRecord[] = [];
-    forEachRequestSpan(structuredClone(taken), (r) => read.push(r));
-    expect(read).toEqual(written);
-    expect(taken.groups).toHaveLength(1);
+    const crossed = structuredClone(taken, {
+      transfer: [taken.numbers.buffer as ArrayBuffer, taken.ids.buffer as ArrayBuffer],
+    });
+    expect(readAll(crossed)).toEqual(written);
+    expect(crossed.topics).toEqual(['topic-0', 'topic-1', 'topic-2']);
+    expect(crossed.groups).toHaveLength(1);
   });
 
   it('refuse more than their capacity instead of overwriting', () => {
@@ -56,11 +81,69 @@ describe('span records', () => {
     writer.add(record(0));
     expect(writer.full).toBe(true);
     expect(() => writer.add(record(1))).toThrow(RangeError);
-    // Taking starts a fresh, empty buffer: the taken one is not reused under the reader.
+    // Taking starts fresh columns: the taken ones are not reused under the reader.
     const first = writer.take();
     writer.add(record(2));
-    const seen: string[] = [];
-    forEachRequestSpan(first, (r) => seen.push(r.requestId));
-    expect(seen).toEqual(['req-0']);
+    expect(readAll(first).map((r) => r.requestId)).toEqual(['req-0']);
+  });
+});
+
+describe('in-flight traces', () => {
+  it('hand a request over as it was noted: ids, times, batch, outcome', () => {
+    const traces = new InFlightTraces(2);
+    const r = record(1);
+    const slot = openSlot(traces, r);
+    traces.setBatchWait(slot, r.batchWaitMs);
+    traces.setInference(
+      slot,
+      idWords('0'.repeat(32) + r.batchSpanId),
+      TRACE_ID_WORDS,
+      r.inferenceMs,
+    );
+    const writer = new SpanRecordWriter(1);
+    writer.addInFlight(traces, slot, r.end, 'dead-letter', 'WRONG_SHAPE', '');
+    expect(readAll(writer.take())).toEqual([
+      { ...r, outcome: 'dead-letter', errorCode: 'WRONG_SHAPE' },
+    ]);
+  });
+
+  it('reuse a closed slot with nothing of its last request left, and grow past their capacity', () => {
+    const traces = new InFlightTraces(2);
+    const first = openSlot(traces, record(0, { traceState: 'k=v' }));
+    traces.setBatchWait(first, 7);
+    traces.close(first);
+    expect(traces.live).toBe(0);
+    const reused = traces.open('t', 0, 5, 10, 0, '');
+    expect(reused).toBe(first);
+    const at = traces.idsAt(reused);
+    expect(Array.from(traces.ids.subarray(at, at + ID.batch + SPAN_ID_WORDS))).toEqual(
+      new Array(ID.batch + SPAN_ID_WORDS).fill(0),
+    );
+    expect(traces.traceStates[reused]).toBe('');
+    expect(traces.requestIds[reused]).toBe('');
+    expect(traces.sampled(reused)).toBe(true);
+
+    // Five requests at once in a table made for two: earlier rows survive the growth.
+    const records = [1, 2, 3, 4].map((i) => record(i));
+    const slots = records.map((r) => openSlot(traces, r));
+    expect(traces.live).toBe(5);
+    expect(new Set([reused, ...slots]).size).toBe(5);
+    const links = new Int32Array(records.length * GROUP_ID_WORDS);
+    slots.forEach((slot, i) => traces.copyLink(slot, links, i * GROUP_ID_WORDS));
+    records.forEach((r, i) => {
+      expect(wordsToHex(links, i * GROUP_ID_WORDS, TRACE_ID_WORDS)).toBe(r.traceId);
+      expect(wordsToHex(links, i * GROUP_ID_WORDS + TRACE_ID_WORDS, SPAN_ID_WORDS)).toBe(r.spanId);
+    });
+    for (const slot of [reused, ...slots]) traces.close(slot);
+    expect(traces.live).toBe(0);
+  });
+
+  it('keep the sampling decision per slot', () => {
+    const traces = new InFlightTraces(1);
+    const slot = traces.open('t', 0, 0, 0, 0, '');
+    traces.setSampled(slot, false);
+    expect(traces.sampled(slot)).toBe(false);
+    traces.setSampled(slot, true);
+    expect(traces.sampled(slot)).toBe(true);
   });
 });

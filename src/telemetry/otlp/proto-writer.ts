@@ -4,6 +4,7 @@
  * little-endian fixed64 times, UTF-8 strings. One writer is reused for every export; `take()`
  * copies out what was written.
  */
+import { writeHexWords } from '../trace-ids.js';
 
 /** Bytes a varint of `value` (0 ≤ value < 2^32) takes. */
 export function varintSize(value: number): number {
@@ -28,11 +29,6 @@ const encoder = new TextEncoder();
 export function utf8(s: string): Uint8Array {
   return encoder.encode(s);
 }
-
-/** Hex digit values by character code; ids are lowercase hex (W3C trace context). */
-const HEX = new Uint8Array(128);
-for (let i = 0; i < 10; i++) HEX[48 + i] = i;
-for (let i = 0; i < 6; i++) HEX[97 + i] = HEX[65 + i] = 10 + i;
 
 export class ProtoWriter {
   private buf: Uint8Array;
@@ -129,7 +125,7 @@ export class ProtoWriter {
     const n = bytes.length;
     this.room(n);
     const buf = this.buf;
-    if (n < 64) {
+    if (n < 128) {
       for (let i = 0; i < n; i++) buf[this.pos + i] = bytes[i]!;
     } else {
       buf.set(bytes, this.pos);
@@ -150,16 +146,27 @@ export class ProtoWriter {
     }
   }
 
-  /** A length-delimited bytes field from a hex id (a trace or span id). */
-  hexBytes(hex: string): void {
-    const n = hex.length >>> 1;
-    this.room(n + 1);
+  /** A length-delimited bytes field from an id's words (trace-ids.ts): 4 bytes per word. */
+  idBytes(words: Int32Array, at: number, n: number): void {
+    this.room(4 * n + 1);
     const buf = this.buf;
-    buf[this.pos++] = n;
-    for (let i = 0; i < n; i++) {
-      buf[this.pos + i] = (HEX[hex.charCodeAt(2 * i)]! << 4) | HEX[hex.charCodeAt(2 * i + 1)]!;
+    let p = this.pos;
+    buf[p++] = 4 * n;
+    for (let k = 0; k < n; k++) {
+      const word = words[at + k]!;
+      buf[p++] = word >>> 24;
+      buf[p++] = (word >>> 16) & 0xff;
+      buf[p++] = (word >>> 8) & 0xff;
+      buf[p++] = word & 0xff;
     }
-    this.pos += n;
+    this.pos = p;
+  }
+
+  /** A length-delimited string field: an id's words as lowercase hex, 8 digits per word. */
+  hexString(words: Int32Array, at: number, n: number): void {
+    this.room(8 * n + 1);
+    this.buf[this.pos++] = 8 * n;
+    this.pos = writeHexWords(this.buf, this.pos, words, at, n);
   }
 
   /**

@@ -15,7 +15,6 @@ import {
   SpanKind,
   type Attributes,
   type AttributeValue,
-  type Link,
   type SpanContext,
 } from '@opentelemetry/api';
 import type { InstrumentationScope } from '@opentelemetry/core';
@@ -25,9 +24,21 @@ import {
   type ISerializer,
 } from '@opentelemetry/otlp-transformer';
 import type { Resource } from '@opentelemetry/resources';
-import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace';
-import { EndedSpan, RequestSpan } from '../span-builder.js';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace';
+import { GroupSpan, RequestSpan } from '../span-builder.js';
 import { SPAN_ATTRIBUTE } from '../span-names.js';
+import {
+  GROUP_ID_WORDS,
+  ID,
+  ID_WORDS,
+  N,
+  NUMBERS,
+  OUTCOMES,
+  S,
+  STRINGS,
+  type Outcome,
+} from '../span-records.js';
+import { SPAN_ID_WORDS, TRACE_ID_WORDS } from '../trace-ids.js';
 import { ProtoWriter, utf8, utf8Length, varintSize } from './proto-writer.js';
 
 // Field keys (field number << 3 | wire type) of the OTLP messages written here.
@@ -84,8 +95,8 @@ const MAX_INT64 = 2 ** 63;
 /** Distinct topics, partitions… whose encoded attributes are kept; past this the cache restarts. */
 const CACHE_LIMIT = 4096;
 
-function spanFlags(traceFlags: number, isRemote: boolean | undefined): number {
-  return (traceFlags & 0xff) | HAS_IS_REMOTE | (isRemote ? IS_REMOTE : 0);
+function u32le(value: number): number[] {
+  return [value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, value >>> 24];
 }
 
 /** Bytes of an int64 varint. */
@@ -141,6 +152,24 @@ function writeKeyValue(
   }
 }
 
+/** A KeyValue whose value is a span id's words as a hex string (16 digits). */
+function writeSpanIdValue(
+  w: ProtoWriter,
+  fieldKey: number,
+  keyField: Uint8Array,
+  words: Int32Array,
+  at: number,
+): void {
+  const anySize = 2 + 8 * SPAN_ID_WORDS;
+  w.varint(fieldKey);
+  w.varint(keyField.length + 2 + anySize);
+  w.raw(keyField);
+  w.varint(KEY.kvValue);
+  w.varint(anySize);
+  w.varint(KEY.stringValue);
+  w.hexString(words, at, SPAN_ID_WORDS);
+}
+
 /** KeyValue.key with its field key and length, ready to copy. */
 function keyField(key: string): Uint8Array {
   return encoded((w) => {
@@ -155,13 +184,15 @@ function encoded(write: (w: ProtoWriter) => void): Uint8Array {
   return w.take();
 }
 
-/** trace_id and span_id: fields 1 and 2 of a Span and of a Span.Link alike. */
-function writeIds(w: ProtoWriter, traceId: string, spanId: string): void {
+/** trace_id and span_id (fields 1 and 2 of a Span and of a Span.Link alike) from id words. */
+function writeIds(w: ProtoWriter, words: Int32Array, traceAt: number, spanAt: number): void {
   w.varint(KEY.traceId);
-  w.hexBytes(traceId);
+  w.idBytes(words, traceAt, TRACE_ID_WORDS);
   w.varint(KEY.spanId);
-  w.hexBytes(spanId);
+  w.idBytes(words, spanAt, SPAN_ID_WORDS);
 }
+
+const hasId = (words: Int32Array, at: number): boolean => words[at] !== 0 || words[at + 1] !== 0;
 
 /** Bytes written once per object the SDK hands over again and again (a resource, a scope). */
 function encodedOnce<K extends object>(
@@ -233,49 +264,58 @@ const INFERENCE_KEY = keyField(SPAN_ATTRIBUTE.inferenceMs);
 const ERROR_CODE_KEY = keyField(SPAN_ATTRIBUTE.errorCode);
 const REASON_KEY = keyField('reason');
 const ABANDONED = utf8('abandoned');
-/** The two attributes every request span starts with. */
-const PROCESS_KAFKA = encoded((w) => {
-  writeKeyValue(w, KEY.attribute, keyField('messaging.system'), 'kafka');
-  writeKeyValue(w, KEY.attribute, keyField('messaging.operation.type'), 'process');
-});
 const UNSET_STATUS = Uint8Array.of(KEY.status, 0x02, KEY.statusCode, 0x00);
+/** A link's fields after its ids: no dropped attributes, flags sampled (not remote). */
+const LINK_TAIL = Uint8Array.of(KEY.linkDropped, 0x00, KEY.linkFlags, ...u32le(SAMPLED_FLAGS));
+/** A link's length: its two ids (with keys and lengths) and LINK_TAIL. */
+const LINK_LENGTH = 2 + 4 * TRACE_ID_WORDS + 2 + 4 * SPAN_ID_WORDS + LINK_TAIL.length;
 /** OTLP's SpanKind counts UNSPECIFIED as 0: the API's value plus one. */
 const CONSUMER_KIND = SpanKind.CONSUMER + 1;
 
-/** What a topic's request spans share: the name field and the destination attribute. */
-interface TopicBytes {
-  name: Uint8Array;
-  destination: Uint8Array;
+/**
+ * What the request spans of one consumer group's topic-partition share, encoded once: the name
+ * and kind fields, and the five attributes they start with (RequestSpan.attributes's order).
+ */
+interface PartitionBytes {
+  nameAndKind: Uint8Array;
+  attributes: Uint8Array;
+}
+
+function partitionBytes(groupId: string, topic: string, partition: number): PartitionBytes {
+  return {
+    nameAndKind: encoded((w) => {
+      const name = `process ${topic}`;
+      w.varint(KEY.name);
+      w.string(name, utf8Length(name));
+      w.varint(KEY.kind);
+      w.varint(CONSUMER_KIND);
+    }),
+    attributes: encoded((w) => {
+      const attribute = (key: string, value: string) =>
+        writeKeyValue(w, KEY.attribute, keyField(key), value);
+      attribute('messaging.system', 'kafka');
+      attribute('messaging.operation.type', 'process');
+      attribute('messaging.destination.name', topic);
+      attribute('messaging.destination.partition.id', String(partition));
+      attribute('messaging.consumer.group.name', groupId);
+    }),
+  };
 }
 
 export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
   private readonly writer = new ProtoWriter();
-  private readonly topics = new Memo<string, TopicBytes>((topic) => ({
-    name: encoded((w) => {
-      const name = `process ${topic}`;
-      w.varint(KEY.name);
-      w.string(name, utf8Length(name));
-    }),
-    destination: encoded((w) =>
-      writeKeyValue(w, KEY.attribute, keyField('messaging.destination.name'), topic),
-    ),
-  }));
-  private readonly partitions = new Memo<number, Uint8Array>((partition) =>
-    encoded((w) =>
-      writeKeyValue(
-        w,
-        KEY.attribute,
-        keyField('messaging.destination.partition.id'),
-        String(partition),
-      ),
-    ),
-  );
-  private readonly groups = new Memo<string, Uint8Array>((groupId) =>
-    encoded((w) =>
-      writeKeyValue(w, KEY.attribute, keyField('messaging.consumer.group.name'), groupId),
-    ),
-  );
-  private readonly outcomes = new Memo<string, Uint8Array>((outcome) =>
+  /** By group id, partition and topic (a JSON array: any text in a name is safe). */
+  private readonly partitions = new Memo<string, PartitionBytes>((key) => {
+    const [groupId, partition, topic] = JSON.parse(key) as [string, number, string];
+    return partitionBytes(groupId, topic, partition);
+  });
+  private last: { groupId: string; topic: string; partition: number; bytes: PartitionBytes } = {
+    groupId: '',
+    topic: '',
+    partition: -1,
+    bytes: { nameAndKind: new Uint8Array(0), attributes: new Uint8Array(0) },
+  };
+  private readonly outcomes = OUTCOMES.map((outcome: Outcome) =>
     encoded((w) => writeKeyValue(w, KEY.attribute, keyField(SPAN_ATTRIBUTE.outcome), outcome)),
   );
   private readonly envelopes = new WeakMap<Resource, Uint8Array>();
@@ -300,7 +340,7 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     w.raw(this.scopeBytes(scope));
     for (const span of spans) {
       if (span instanceof RequestSpan) this.requestSpan(w, span);
-      else this.span(w, span);
+      else this.groupSpan(w, span as GroupSpan);
     }
     w.end(scopeSpans, 4);
     w.end(resourceSpans, 4);
@@ -324,9 +364,7 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     for (const span of spans) {
       if (span.resource !== resource || span.instrumentationScope !== scope) return false;
       if (span instanceof RequestSpan) continue;
-      if (!(span instanceof EndedSpan) || !simpleAttributes(span.attributes)) return false;
-      for (const event of span.events) if (!simpleAttributes(event.attributes)) return false;
-      for (const link of span.links) if (!simpleAttributes(link.attributes)) return false;
+      if (!(span instanceof GroupSpan) || !simpleAttributes(span.record.attributes)) return false;
     }
     return true;
   }
@@ -357,49 +395,57 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
   }
 
   private requestSpan(w: ProtoWriter, span: RequestSpan): void {
-    const r = span.record;
-    const topic = this.topics.get(r.topic);
+    const { records, index } = span;
+    const { numbers, ids, strings } = records;
+    const n = index * NUMBERS;
+    const d = index * ID_WORDS;
+    const s = index * STRINGS;
+    const shared = this.partitionBytes(
+      span.shared.groupId,
+      records.topics[numbers[n + N.topic]!]!,
+      numbers[n + N.partition]!,
+    );
+    const hasParent = hasId(ids, d + ID.parent);
+    const requestId = strings[s + S.requestId]!;
+    const errorCode = strings[s + S.errorCode]!;
+    const abandonReason = strings[s + S.abandonReason]!;
+    const end = numbers[n + N.end]!;
     w.varint(KEY.span);
     const at = w.begin(2);
-    writeIds(w, r.traceId, r.spanId);
-    if (r.traceState) this.traceState(w, KEY.traceState, span.spanContext());
-    if (r.parentSpanId) {
+    writeIds(w, ids, d + ID.trace, d + ID.span);
+    if (strings[s + S.traceState]) this.traceState(w, KEY.traceState, span.spanContext());
+    if (hasParent) {
       w.varint(KEY.parentSpanId);
-      w.hexBytes(r.parentSpanId);
+      w.idBytes(ids, d + ID.parent, SPAN_ID_WORDS);
     }
-    w.raw(topic.name);
-    w.varint(KEY.kind);
-    w.varint(CONSUMER_KIND);
+    w.raw(shared.nameAndKind);
     w.varint(KEY.start);
-    writeMillis(w, r.start);
+    writeMillis(w, numbers[n + N.start]!);
     w.varint(KEY.end);
-    writeMillis(w, r.end);
+    writeMillis(w, end);
     // The attributes in RequestSpan.attributes's order.
-    w.raw(PROCESS_KAFKA);
-    w.raw(topic.destination);
-    w.raw(this.partitions.get(r.partition));
-    writeKeyValue(w, KEY.attribute, OFFSET_KEY, r.offset);
-    w.raw(this.groups.get(span.shared.groupId));
-    writeKeyValue(w, KEY.attribute, QUEUE_WAIT_KEY, r.queueWaitMs);
-    w.raw(this.outcomes.get(r.outcome));
-    if (r.requestId) writeKeyValue(w, KEY.attribute, MESSAGE_ID_KEY, r.requestId);
-    if (r.batchSpanId) {
-      writeKeyValue(w, KEY.attribute, BATCH_SPAN_KEY, r.batchSpanId);
-      writeKeyValue(w, KEY.attribute, BATCH_WAIT_KEY, r.batchWaitMs);
-      writeKeyValue(w, KEY.attribute, INFERENCE_KEY, r.inferenceMs);
+    w.raw(shared.attributes);
+    writeKeyValue(w, KEY.attribute, OFFSET_KEY, numbers[n + N.offset]!);
+    writeKeyValue(w, KEY.attribute, QUEUE_WAIT_KEY, numbers[n + N.queueWait]!);
+    w.raw(this.outcomes[numbers[n + N.outcome]!]!);
+    if (requestId) writeKeyValue(w, KEY.attribute, MESSAGE_ID_KEY, requestId);
+    if (hasId(ids, d + ID.batch)) {
+      writeSpanIdValue(w, KEY.attribute, BATCH_SPAN_KEY, ids, d + ID.batch);
+      writeKeyValue(w, KEY.attribute, BATCH_WAIT_KEY, numbers[n + N.batchWait]!);
+      writeKeyValue(w, KEY.attribute, INFERENCE_KEY, numbers[n + N.inference]!);
     }
-    if (r.errorCode) writeKeyValue(w, KEY.attribute, ERROR_CODE_KEY, r.errorCode);
+    if (errorCode) writeKeyValue(w, KEY.attribute, ERROR_CODE_KEY, errorCode);
     w.varint(KEY.droppedAttributes);
     w.varint(0);
-    if (r.abandonReason) {
+    if (abandonReason) {
       w.varint(KEY.event);
       const event = w.begin(1);
       w.varint(KEY.eventTime);
-      writeMillis(w, r.end);
+      writeMillis(w, end);
       w.varint(KEY.eventName);
       w.varint(ABANDONED.length);
       w.raw(ABANDONED);
-      writeKeyValue(w, KEY.eventAttribute, REASON_KEY, r.abandonReason);
+      writeKeyValue(w, KEY.eventAttribute, REASON_KEY, abandonReason);
       w.varint(KEY.eventDropped);
       w.varint(0);
       w.end(event, 1);
@@ -408,73 +454,57 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     w.varint(0);
     w.varint(KEY.droppedLinks);
     w.varint(0);
-    if (r.errorCode) this.status(w, 2, r.errorCode);
+    if (errorCode) this.status(w, 2, errorCode);
     else w.raw(UNSET_STATUS);
     w.raw(SPAN_FLAGS_KEY);
-    w.fixed32(r.parentSpanId ? SAMPLED_FLAGS | IS_REMOTE : SAMPLED_FLAGS);
+    w.fixed32(hasParent ? SAMPLED_FLAGS | IS_REMOTE : SAMPLED_FLAGS);
     w.end(at, 2);
   }
 
-  /** Any other span of streamscore's (`infer`, `send`): read through ReadableSpan. */
-  private span(w: ProtoWriter, span: ReadableSpan): void {
-    const context = span.spanContext();
-    const parent = span.parentSpanContext;
+  /** What request spans of this topic-partition share (the last one's, mostly: a batch's). */
+  private partitionBytes(groupId: string, topic: string, partition: number): PartitionBytes {
+    const last = this.last;
+    if (last.partition === partition && last.topic === topic && last.groupId === groupId) {
+      return last.bytes;
+    }
+    const bytes = this.partitions.get(JSON.stringify([groupId, partition, topic]));
+    this.last = { groupId, topic, partition, bytes };
+    return bytes;
+  }
+
+  /** An `infer` or `send` span: a root span with a link to each of its requests. */
+  private groupSpan(w: ProtoWriter, span: GroupSpan): void {
+    const g = span.record;
     w.varint(KEY.span);
     const at = w.begin(2);
-    writeIds(w, context.traceId, context.spanId);
-    this.traceState(w, KEY.traceState, context);
-    if (parent?.spanId) {
-      w.varint(KEY.parentSpanId);
-      w.hexBytes(parent.spanId);
-    }
+    writeIds(w, g.ids, 0, TRACE_ID_WORDS);
     w.varint(KEY.name);
-    w.string(span.name, utf8Length(span.name));
+    w.string(g.name, utf8Length(g.name));
     w.varint(KEY.kind);
     w.varint(span.kind + 1);
     w.varint(KEY.start);
-    w.hrTime(span.startTime[0], span.startTime[1]);
+    writeMillis(w, g.start);
     w.varint(KEY.end);
-    w.hrTime(span.endTime[0], span.endTime[1]);
-    writeAttributes(w, KEY.attribute, span.attributes);
+    writeMillis(w, g.end);
+    writeAttributes(w, KEY.attribute, g.attributes);
     w.varint(KEY.droppedAttributes);
-    w.varint(span.droppedAttributesCount);
-    for (const event of span.events) this.event(w, event);
+    w.varint(0);
     w.varint(KEY.droppedEvents);
-    w.varint(span.droppedEventsCount);
-    for (const link of span.links) this.link(w, link);
+    w.varint(0);
+    const links = g.links;
+    for (let i = 0; i < links.length; i += GROUP_ID_WORDS) {
+      w.varint(KEY.link);
+      w.varint(LINK_LENGTH);
+      writeIds(w, links, i, i + TRACE_ID_WORDS);
+      w.raw(LINK_TAIL);
+    }
     w.varint(KEY.droppedLinks);
-    w.varint(span.droppedLinksCount);
-    this.status(w, span.status.code, span.status.message);
+    w.varint(0);
+    if (g.error) this.status(w, 2, g.error);
+    else w.raw(UNSET_STATUS);
     w.raw(SPAN_FLAGS_KEY);
-    w.fixed32(spanFlags(context.traceFlags, parent?.isRemote));
+    w.fixed32(SAMPLED_FLAGS);
     w.end(at, 2);
-  }
-
-  private event(w: ProtoWriter, event: TimedEvent): void {
-    w.varint(KEY.event);
-    const at = w.begin(1);
-    w.varint(KEY.eventTime);
-    w.hrTime(event.time[0], event.time[1]);
-    w.varint(KEY.eventName);
-    w.string(event.name, utf8Length(event.name));
-    if (event.attributes) writeAttributes(w, KEY.eventAttribute, event.attributes);
-    w.varint(KEY.eventDropped);
-    w.varint(event.droppedAttributesCount ?? 0);
-    w.end(at, 1);
-  }
-
-  private link(w: ProtoWriter, link: Link): void {
-    const context = link.context;
-    w.varint(KEY.link);
-    const at = w.begin(1);
-    writeIds(w, context.traceId, context.spanId);
-    this.traceState(w, KEY.linkTraceState, context);
-    if (link.attributes) writeAttributes(w, KEY.linkAttribute, link.attributes);
-    w.varint(KEY.linkDropped);
-    w.varint(link.droppedAttributesCount ?? 0);
-    w.varint(KEY.linkFlags);
-    w.fixed32(spanFlags(context.traceFlags, context.isRemote));
-    w.end(at, 1);
   }
 
   private traceState(w: ProtoWriter, fieldKey: number, context: SpanContext): void {

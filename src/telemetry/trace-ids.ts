@@ -1,0 +1,102 @@
+/**
+ * Trace and span ids as 32-bit words: a trace id is 4 words, a span id 2, each word four of the
+ * id's bytes, big-endian, as a signed int32 (`| 0`).
+ *
+ * Why words, not the usual hex strings: the worker holds ids for every request in flight and
+ * hands every finished one to the tracing thread. As strings that was two strings made per
+ * request, kept alive (and copied by each young-generation GC) until the request was answered,
+ * then cloned across threads and turned back into bytes there. Words sit in typed arrays: no
+ * object per id, nothing for the GC to copy, and they cross threads as one moved buffer. Hex is
+ * made only where it is read: a result's `traceparent` header and log lines.
+ */
+import { randomFillSync } from 'node:crypto';
+
+export const TRACE_ID_WORDS = 4;
+export const SPAN_ID_WORDS = 2;
+
+/** '0'–'9', 'a'–'f' by nibble. */
+const HEX_DIGITS = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
+
+/** Writes words `at`…`at + n` of `words` as lowercase hex into `out` from `pos`; returns the end. */
+export function writeHexWords(
+  out: Uint8Array,
+  pos: number,
+  words: Int32Array,
+  at: number,
+  n: number,
+): number {
+  for (let k = 0; k < n; k++) {
+    const word = words[at + k]!;
+    for (let shift = 28; shift >= 0; shift -= 4) out[pos++] = HEX_DIGITS[(word >>> shift) & 15]!;
+  }
+  return pos;
+}
+
+const scratch = Buffer.alloc(64);
+
+/** The hex id of words `at`…`at + n` (n = 4: a trace id; 2: a span id). */
+export function wordsToHex(words: Int32Array, at: number, n: number): string {
+  const end = writeHexWords(scratch, 0, words, at, n);
+  return scratch.toString('latin1', 0, end);
+}
+
+/**
+ * Words from a hex id of `n` words (8n lowercase hex digits, as the W3C traceparent checks
+ * them); '' gives zero words (no id).
+ */
+export function hexToWords(hex: string, out: Int32Array, at: number, n: number): void {
+  for (let k = 0; k < n; k++) {
+    out[at + k] = hex.length === 0 ? 0 : parseInt(hex.slice(8 * k, 8 * k + 8), 16) | 0;
+  }
+}
+
+/** The words of a hex id, for tests and for callers that hold hex. */
+export function idWords(hex: string): Int32Array {
+  const words = new Int32Array(hex.length >>> 3);
+  hexToWords(hex, words, 0, words.length);
+  return words;
+}
+
+/** Whether words `at`…`at + n` are all zero (an invalid id: no id). */
+export function isZeroId(words: Int32Array, at: number, n: number): boolean {
+  for (let k = 0; k < n; k++) if (words[at + k] !== 0) return false;
+  return true;
+}
+
+const TRACEPARENT_LENGTH = 55;
+const traceparentScratch = Buffer.from('00-' + '0'.repeat(32) + '-' + '0'.repeat(16) + '-00');
+
+/** A W3C traceparent (version 00) for this trace id and span id, sampled or not. */
+export function traceparent(
+  words: Int32Array,
+  traceAt: number,
+  spanAt: number,
+  sampled: boolean,
+): string {
+  const out = traceparentScratch;
+  writeHexWords(out, 3, words, traceAt, TRACE_ID_WORDS);
+  writeHexWords(out, 36, words, spanAt, SPAN_ID_WORDS);
+  out[54] = sampled ? 0x31 : 0x30;
+  return out.toString('latin1', 0, TRACEPARENT_LENGTH);
+}
+
+/**
+ * Random ids, drawn from a buffer refilled by the CSPRNG 8 KiB at a time (a tenth of the cost of
+ * the SDK's generator, which draws Math.random per 4 bytes). All-zero ids are invalid and drawn
+ * again.
+ */
+export class IdWordPool {
+  private readonly pool = new Int32Array(2048);
+  private next = this.pool.length;
+
+  /** Writes a new id of `n` words into `out` at `at`. */
+  draw(out: Int32Array, at: number, n: number): void {
+    do {
+      if (this.next + n > this.pool.length) {
+        randomFillSync(this.pool);
+        this.next = 0;
+      }
+      for (let k = 0; k < n; k++) out[at + k] = this.pool[this.next++]!;
+    } while (isZeroId(out, at, n));
+  }
+}
