@@ -23,7 +23,8 @@ import {
   ID_WORDS,
   readRequestSpan,
   S,
-  STRINGS,
+  TEXTS,
+  textOf,
   type GroupSpanRecord,
   type RequestSpanRecord,
   type SpanRecords,
@@ -117,7 +118,7 @@ export class RequestSpan implements ReadableSpan {
   }
 
   private get traceState(): TraceState | undefined {
-    const text = this.records.strings[this.index * STRINGS + S.traceState];
+    const text = textOf(this.records, this.index * TEXTS + S.traceState);
     return text ? new TraceState(text) : undefined;
   }
 

@@ -77,15 +77,17 @@ export interface GroupSpanRecord {
   error: string;
 }
 
-/** What crosses the thread boundary at once; `numbers` and `ids` buffers are transferred. */
+/** What crosses the thread boundary at once; the typed arrays' buffers are transferred. */
 export interface SpanRecords {
   count: number;
   /** Per request, NUMBERS values (see N). */
   numbers: Float64Array;
   /** Per request, ID_WORDS words (see ID). */
   ids: Int32Array;
-  /** Per request, STRINGS strings (see S). */
-  strings: string[];
+  /** Per request, where each of its TEXTS strings (see S) sits in `text`: start, UTF-8 length. */
+  texts: Int32Array;
+  /** The requests' strings, UTF-8 (strings are not cloned across: the bytes are what is written). */
+  text: Uint8Array;
   /** Topics, by the index in N.topic. */
   topics: string[];
   groups: GroupSpanRecord[];
@@ -105,9 +107,13 @@ export const N = {
 } as const;
 export const NUMBERS = 9;
 
-/** Where each string sits in a request's row of `strings`. */
-export const S = { requestId: 0, traceState: 1, errorCode: 2, abandonReason: 3 } as const;
-export const STRINGS = 4;
+/** A request's strings, in its row of `texts` (two words each: start and length in `text`). */
+export const S = { requestId: 0, traceState: 2, errorCode: 4, abandonReason: 6 } as const;
+export const TEXTS = 8;
+/** Strings up to this long are written by a loop when ASCII (no call into C++ per string). */
+const SHORT_TEXT = 128;
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
 
 // Rows of InFlightTraces.times.
 const T_START = 0;
@@ -263,7 +269,9 @@ export class InFlightTraces {
 export class SpanRecordWriter {
   private numbers: Float64Array;
   private ids: Int32Array;
-  private strings: string[] = [];
+  private texts: Int32Array;
+  private text: Uint8Array;
+  private textLength = 0;
   private topics: string[] = [];
   private topicIndex = new Map<string, number>();
   private lastTopic = '';
@@ -274,6 +282,8 @@ export class SpanRecordWriter {
   constructor(private readonly capacity: number) {
     this.numbers = new Float64Array(capacity * NUMBERS);
     this.ids = new Int32Array(capacity * ID_WORDS);
+    this.texts = new Int32Array(capacity * TEXTS);
+    this.text = new Uint8Array(capacity * 48);
   }
 
   /** Request spans and group spans held. */
@@ -305,7 +315,11 @@ export class SpanRecordWriter {
     const tableIds = table.ids;
     const d = i * ID_WORDS;
     for (let k = 0; k < ID_WORDS; k++) ids[d + k] = tableIds[from + k]!;
-    this.strings.push(table.requestIds[slot]!, table.traceStates[slot]!, errorCode, abandonReason);
+    const t = i * TEXTS;
+    this.putText(t + S.requestId, table.requestIds[slot]!);
+    this.putText(t + S.traceState, table.traceStates[slot]!);
+    this.putText(t + S.errorCode, errorCode);
+    this.putText(t + S.abandonReason, abandonReason);
   }
 
   /** A request span given whole, with hex ids (tests, and callers that hold such records). */
@@ -327,7 +341,11 @@ export class SpanRecordWriter {
     hexToWords(r.spanId, this.ids, d + ID.span, SPAN_ID_WORDS);
     hexToWords(r.parentSpanId, this.ids, d + ID.parent, SPAN_ID_WORDS);
     hexToWords(r.batchSpanId, this.ids, d + ID.batch, SPAN_ID_WORDS);
-    this.strings.push(r.requestId, r.traceState, r.errorCode, r.abandonReason);
+    const t = i * TEXTS;
+    this.putText(t + S.requestId, r.requestId);
+    this.putText(t + S.traceState, r.traceState);
+    this.putText(t + S.errorCode, r.errorCode);
+    this.putText(t + S.abandonReason, r.abandonReason);
   }
 
   addGroup(g: GroupSpanRecord): void {
@@ -340,13 +358,16 @@ export class SpanRecordWriter {
       count: this.count,
       numbers: this.numbers,
       ids: this.ids,
-      strings: this.strings,
+      texts: this.texts,
+      text: this.text,
       topics: this.topics,
       groups: this.groups,
     };
     this.numbers = new Float64Array(this.capacity * NUMBERS);
     this.ids = new Int32Array(this.capacity * ID_WORDS);
-    this.strings = [];
+    this.texts = new Int32Array(this.capacity * TEXTS);
+    this.text = new Uint8Array(this.text.length);
+    this.textLength = 0;
     this.topics = [];
     this.topicIndex = new Map();
     this.lastTopic = '';
@@ -354,6 +375,34 @@ export class SpanRecordWriter {
     this.groups = [];
     this.count = 0;
     return taken;
+  }
+
+  /** Writes `s` as UTF-8 to `text` and notes where (in `texts` at `t`); '' takes no bytes. */
+  private putText(t: number, s: string): void {
+    const n = s.length;
+    if (n === 0) return; // texts start zeroed: start 0, length 0
+    if (this.textLength + 3 * n > this.text.length) this.growText(3 * n);
+    const text = this.text;
+    const at = this.textLength;
+    let length = n;
+    let ascii = n <= SHORT_TEXT;
+    for (let k = 0; ascii && k < n; k++) {
+      const c = s.charCodeAt(k);
+      if (c < 0x80) text[at + k] = c;
+      else ascii = false;
+    }
+    if (!ascii) length = utf8Encoder.encodeInto(s, text.subarray(at)).written;
+    this.texts[t] = at;
+    this.texts[t + 1] = length;
+    this.textLength = at + length;
+  }
+
+  private growText(atLeast: number): void {
+    let size = this.text.length * 2;
+    while (size < this.textLength + atLeast) size *= 2;
+    const grown = new Uint8Array(size);
+    grown.set(this.text.subarray(0, this.textLength));
+    this.text = grown;
   }
 
   private row(): number {
@@ -377,10 +426,10 @@ export class SpanRecordWriter {
 
 /** Request `i` of a message as a record with hex ids. */
 export function readRequestSpan(records: SpanRecords, i: number): RequestSpanRecord {
-  const { numbers, ids, strings } = records;
+  const { numbers, ids } = records;
   const n = i * NUMBERS;
   const d = i * ID_WORDS;
-  const s = i * STRINGS;
+  const t = i * TEXTS;
   const hexOrEmpty = (at: number): string =>
     ids[at] === 0 && ids[at + 1] === 0 ? '' : wordsToHex(ids, at, SPAN_ID_WORDS);
   return {
@@ -390,16 +439,24 @@ export function readRequestSpan(records: SpanRecords, i: number): RequestSpanRec
     traceId: wordsToHex(ids, d + ID.trace, TRACE_ID_WORDS),
     spanId: wordsToHex(ids, d + ID.span, SPAN_ID_WORDS),
     parentSpanId: hexOrEmpty(d + ID.parent),
-    traceState: strings[s + S.traceState]!,
+    traceState: textOf(records, t + S.traceState),
     start: numbers[n + N.start]!,
     end: numbers[n + N.end]!,
     queueWaitMs: numbers[n + N.queueWait]!,
     batchWaitMs: numbers[n + N.batchWait]!,
     inferenceMs: numbers[n + N.inference]!,
-    requestId: strings[s + S.requestId]!,
+    requestId: textOf(records, t + S.requestId),
     batchSpanId: hexOrEmpty(d + ID.batch),
     outcome: OUTCOMES[numbers[n + N.outcome]!]!,
-    errorCode: strings[s + S.errorCode]!,
-    abandonReason: strings[s + S.abandonReason]!,
+    errorCode: textOf(records, t + S.errorCode),
+    abandonReason: textOf(records, t + S.abandonReason),
   };
+}
+
+/** The string at `t` of a message's `texts` ('' when none). */
+export function textOf(records: SpanRecords, t: number): string {
+  const length = records.texts[t + 1]!;
+  if (length === 0) return '';
+  const at = records.texts[t]!;
+  return utf8Decoder.decode(records.text.subarray(at, at + length));
 }

@@ -475,6 +475,8 @@ class TraceThread implements SpanSink {
     this.worker.postMessage({ type: 'spans', records } satisfies ToTraceThread, [
       records.numbers.buffer as ArrayBuffer,
       records.ids.buffer as ArrayBuffer,
+      records.texts.buffer as ArrayBuffer,
+      records.text.buffer as ArrayBuffer,
     ]);
   }
 

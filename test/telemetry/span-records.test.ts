@@ -42,7 +42,7 @@ function openSlot(traces: InFlightTraces, r: RequestSpanRecord): number {
 
 describe('span records', () => {
   it('come out of the columns as they went in, in order, after crossing a thread boundary', () => {
-    const writer = new SpanRecordWriter(4);
+    const writer = new SpanRecordWriter(5);
     const written = [
       record(0),
       record(1, { outcome: 'dead-letter', errorCode: 'WRONG_SHAPE' }),
@@ -53,6 +53,8 @@ describe('span records', () => {
         inferenceMs: Number.NaN,
         batchSpanId: '',
       }),
+      // Past the short-string loop and past the text column's first size (it grows).
+      record(3, { requestId: 'x'.repeat(300), traceState: `k=${'é'.repeat(200)}` }),
     ];
     for (const r of written) writer.add(r);
     writer.addGroup({
@@ -65,14 +67,16 @@ describe('span records', () => {
       links: idWords(written[0]!.traceId + written[0]!.spanId),
       error: '',
     });
-    expect(writer.size).toBe(4);
+    expect(writer.size).toBe(5);
     const taken = writer.take();
     expect(writer.size).toBe(0);
     const crossed = structuredClone(taken, {
-      transfer: [taken.numbers.buffer as ArrayBuffer, taken.ids.buffer as ArrayBuffer],
+      transfer: [taken.numbers, taken.ids, taken.texts, taken.text].map(
+        (column) => column.buffer as ArrayBuffer,
+      ),
     });
     expect(readAll(crossed)).toEqual(written);
-    expect(crossed.topics).toEqual(['topic-0', 'topic-1', 'topic-2']);
+    expect(crossed.topics).toEqual(['topic-0', 'topic-1', 'topic-2', 'topic-3']);
     expect(crossed.groups).toHaveLength(1);
   });
 

@@ -120,17 +120,16 @@ export class ProtoWriter {
     this.pos += 8;
   }
 
-  /** Bytes as they are (already a field, or part of one). */
-  raw(bytes: Uint8Array): void {
-    const n = bytes.length;
-    this.room(n);
+  /** Bytes as they are (already a field, or part of one): `length` of them from `start`. */
+  raw(bytes: Uint8Array, start = 0, length = bytes.length - start): void {
+    this.room(length);
     const buf = this.buf;
-    if (n < 128) {
-      for (let i = 0; i < n; i++) buf[this.pos + i] = bytes[i]!;
+    if (length < 128) {
+      for (let i = 0; i < length; i++) buf[this.pos + i] = bytes[start + i]!;
     } else {
-      buf.set(bytes, this.pos);
+      buf.set(bytes.subarray(start, start + length), this.pos);
     }
-    this.pos += n;
+    this.pos += length;
   }
 
   /** A length-delimited string (the length is its UTF-8 length, `utf8Length`). */

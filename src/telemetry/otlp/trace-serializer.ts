@@ -35,7 +35,8 @@ import {
   NUMBERS,
   OUTCOMES,
   S,
-  STRINGS,
+  TEXTS,
+  textOf,
   type Outcome,
 } from '../span-records.js';
 import { SPAN_ID_WORDS, TRACE_ID_WORDS } from '../trace-ids.js';
@@ -150,6 +151,26 @@ function writeKeyValue(
     w.varint(KEY.doubleValue);
     w.double(value);
   }
+}
+
+/** A KeyValue whose string value is given as UTF-8 bytes: `length` of them from `at`. */
+function writeTextKeyValue(
+  w: ProtoWriter,
+  fieldKey: number,
+  keyField: Uint8Array,
+  text: Uint8Array,
+  at: number,
+  length: number,
+): void {
+  const anySize = 1 + varintSize(length) + length;
+  w.varint(fieldKey);
+  w.varint(keyField.length + 1 + varintSize(anySize) + anySize);
+  w.raw(keyField);
+  w.varint(KEY.kvValue);
+  w.varint(anySize);
+  w.varint(KEY.stringValue);
+  w.varint(length);
+  w.raw(text, at, length);
 }
 
 /** A KeyValue whose value is a span id's words as a hex string (16 digits). */
@@ -396,24 +417,24 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
 
   private requestSpan(w: ProtoWriter, span: RequestSpan): void {
     const { records, index } = span;
-    const { numbers, ids, strings } = records;
+    const { numbers, ids, texts } = records;
     const n = index * NUMBERS;
     const d = index * ID_WORDS;
-    const s = index * STRINGS;
+    const t = index * TEXTS;
     const shared = this.partitionBytes(
       span.shared.groupId,
       records.topics[numbers[n + N.topic]!]!,
       numbers[n + N.partition]!,
     );
     const hasParent = hasId(ids, d + ID.parent);
-    const requestId = strings[s + S.requestId]!;
-    const errorCode = strings[s + S.errorCode]!;
-    const abandonReason = strings[s + S.abandonReason]!;
+    // Rare strings are decoded; the request id, on every span, is copied as bytes.
+    const errorCode = textOf(records, t + S.errorCode);
+    const abandonReason = textOf(records, t + S.abandonReason);
     const end = numbers[n + N.end]!;
     w.varint(KEY.span);
     const at = w.begin(2);
     writeIds(w, ids, d + ID.trace, d + ID.span);
-    if (strings[s + S.traceState]) this.traceState(w, KEY.traceState, span.spanContext());
+    if (texts[t + S.traceState + 1]) this.traceState(w, KEY.traceState, span.spanContext());
     if (hasParent) {
       w.varint(KEY.parentSpanId);
       w.idBytes(ids, d + ID.parent, SPAN_ID_WORDS);
@@ -428,7 +449,17 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     writeKeyValue(w, KEY.attribute, OFFSET_KEY, numbers[n + N.offset]!);
     writeKeyValue(w, KEY.attribute, QUEUE_WAIT_KEY, numbers[n + N.queueWait]!);
     w.raw(this.outcomes[numbers[n + N.outcome]!]!);
-    if (requestId) writeKeyValue(w, KEY.attribute, MESSAGE_ID_KEY, requestId);
+    const requestIdLength = texts[t + S.requestId + 1]!;
+    if (requestIdLength) {
+      writeTextKeyValue(
+        w,
+        KEY.attribute,
+        MESSAGE_ID_KEY,
+        records.text,
+        texts[t + S.requestId]!,
+        requestIdLength,
+      );
+    }
     if (hasId(ids, d + ID.batch)) {
       writeSpanIdValue(w, KEY.attribute, BATCH_SPAN_KEY, ids, d + ID.batch);
       writeKeyValue(w, KEY.attribute, BATCH_WAIT_KEY, numbers[n + N.batchWait]!);
