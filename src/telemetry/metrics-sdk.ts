@@ -2,11 +2,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { metrics, type Meter } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import {
+  AggregationTemporality,
+  AggregationType,
+  InstrumentType,
   MeterProvider,
   PeriodicExportingMetricReader,
   type IMetricReader,
+  type MetricReader,
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
@@ -44,6 +48,12 @@ export interface MetricsSdkOptions {
  * - when telemetry.otlpEndpoint is set, a periodic reader pushing OTLP/HTTP to
  *   `<endpoint>/v1/metrics` every telemetry.metricsExportIntervalMs.
  *
+ * With both, and an OTLP exporter that wants what Prometheus shows (cumulative sums, the default
+ * aggregations: unless OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE says otherwise), the
+ * periodic reader is the only one and /metrics is written from it: every reader keeps its own
+ * copy of every instrument's data, so a second reader doubled the cost of each measurement the
+ * worker records per request.
+ *
  * The provider is registered as the API's global one when none is yet (instruments made through
  * `metrics.getMeter()` before that stay no-ops forever: the API has no proxy meter, so this must
  * run before any instrument is created). The worker's own instruments do not depend on that: they
@@ -53,30 +63,16 @@ export function startMetricsSdk(
   config: StreamscoreConfig['telemetry'],
   { log, version, prometheus: withPrometheus = true }: MetricsSdkOptions,
 ): MetricsSdk {
-  const prometheus = withPrometheus
-    ? // One instrumentation scope: otel_scope_* labels on every series would say nothing.
-      new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true })
-    : undefined;
-  const readers: IMetricReader[] = prometheus ? [prometheus] : [];
-  if (config.otlpEndpoint !== null) {
-    const url = `${config.otlpEndpoint.replace(/\/+$/, '')}/v1/metrics`;
-    const interval = config.metricsExportIntervalMs;
-    // The reader refuses a timeout longer than its interval; the exporter retries (connection
-    // refused, 429, 503) within its own timeout, which therefore must not be longer either.
-    const timeout = Math.min(interval, 10_000);
-    readers.push(
-      new PeriodicExportingMetricReader({
-        exporter: new LoggingExporter(
-          new OTLPMetricExporter({ url, timeoutMillis: timeout }),
-          url,
-          log,
-        ),
-        exportIntervalMillis: interval,
-        exportTimeoutMillis: timeout,
-      }),
-    );
-    log.info({ url, intervalMs: interval }, 'metrics pushed over OTLP');
-  }
+  const otlp = config.otlpEndpoint === null ? undefined : otlpReader(config, log);
+  const sharesOtlp = withPrometheus && otlp !== undefined && readsAsPrometheus(otlp.exporter);
+  const prometheus =
+    withPrometheus && !sharesOtlp
+      ? // One instrumentation scope: otel_scope_* labels on every series would say nothing.
+        new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true })
+      : undefined;
+  const readers: IMetricReader[] = [];
+  if (prometheus) readers.push(prometheus);
+  if (otlp) readers.push(otlp.reader);
   const provider = new MeterProvider({
     resource: telemetryResource(config.serviceName, version),
     readers,
@@ -88,7 +84,9 @@ export function startMetricsSdk(
     meterProvider: provider,
     scrape: prometheus
       ? (request, response) => prometheus.getMetricsRequestHandler(request, response)
-      : undefined,
+      : sharesOtlp
+        ? prometheusText(otlp.reader)
+        : undefined,
     registeredGlobally,
     shutdown() {
       stopped ??= (async () => {
@@ -101,6 +99,56 @@ export function startMetricsSdk(
       })();
       return stopped;
     },
+  };
+}
+
+function otlpReader(
+  config: StreamscoreConfig['telemetry'],
+  log: Logger,
+): { reader: PeriodicExportingMetricReader; exporter: PushMetricExporter } {
+  const url = `${config.otlpEndpoint!.replace(/\/+$/, '')}/v1/metrics`;
+  const interval = config.metricsExportIntervalMs;
+  // The reader refuses a timeout longer than its interval; the exporter retries (connection
+  // refused, 429, 503) within its own timeout, which therefore must not be longer either.
+  const timeout = Math.min(interval, 10_000);
+  const exporter = new LoggingExporter(
+    new OTLPMetricExporter({ url, timeoutMillis: timeout }),
+    url,
+    log,
+  );
+  const reader = new PeriodicExportingMetricReader({
+    exporter,
+    exportIntervalMillis: interval,
+    exportTimeoutMillis: timeout,
+  });
+  log.info({ url, intervalMs: interval }, 'metrics pushed over OTLP');
+  return { reader, exporter };
+}
+
+/** Whether the exporter asks for what Prometheus shows: cumulative, default aggregations. */
+function readsAsPrometheus(exporter: PushMetricExporter): boolean {
+  return Object.values(InstrumentType).every(
+    (type) =>
+      (exporter.selectAggregationTemporality?.(type) ?? AggregationTemporality.CUMULATIVE) ===
+        AggregationTemporality.CUMULATIVE &&
+      (exporter.selectAggregation?.(type).type ?? AggregationType.DEFAULT) ===
+        AggregationType.DEFAULT,
+  );
+}
+
+/** /metrics from another reader's collection, written as the Prometheus exporter writes it. */
+function prometheusText(
+  reader: MetricReader,
+): (request: IncomingMessage, response: ServerResponse) => void {
+  // The Prometheus exporter's defaults, and no otel_scope_* labels (as above).
+  const serializer = new PrometheusSerializer(undefined, false, undefined, false, true);
+  return (_request, response) => {
+    response.statusCode = 200;
+    response.setHeader('content-type', 'text/plain');
+    reader.collect().then(
+      ({ resourceMetrics }) => response.end(serializer.serialize(resourceMetrics)),
+      (err: unknown) => response.end(`# failed to export metrics: ${String(err)}`),
+    );
   };
 }
 

@@ -53,28 +53,45 @@ function value(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
+/** A local OTLP/HTTP receiver that answers every push with success; its endpoint. */
+async function otlpReceiver(): Promise<string> {
+  const receiver: Server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => new Promise((resolve) => receiver.close(() => resolve())));
+  return `http://127.0.0.1:${(receiver.address() as { port: number }).port}`;
+}
+
+/** Records something on every worker instrument; returns a setter for the in-flight gauge. */
+function recordEverything(started: MetricsSdk): (n: number) => void {
+  const worker = new WorkerMetrics(started.meter);
+  worker.received(5);
+  worker.produced(3);
+  worker.deadLetter('DECODE_FAILED', 'unprocessable');
+  worker.deadLetter('DECODE_FAILED', 'unprocessable');
+  worker.batch(3, 4.5);
+  worker.endToEnd(12);
+  worker.endToEnd(700);
+  worker.requestWaited(3);
+  worker.skipped(1);
+  worker.sendRetry();
+  worker.registerConsumerLag(() => [
+    { topic: 'requests', partition: 0, lag: 0 },
+    { topic: 'requests', partition: 1, lag: 42 },
+  ]);
+  let inFlight = 7;
+  worker.registerInFlight(() => inFlight);
+  worker.registerModelInfo(() => ({ model: 'digits', version: '1', backend: 'wasm' }));
+  worker.registerBatchSizeLimit(() => 32);
+  return (n) => (inFlight = n);
+}
+
 describe('metrics SDK + WorkerMetrics', () => {
   it('serves every worker instrument as Prometheus text', async () => {
     const started = sdk({ serviceName: 'scorer' });
-    const worker = new WorkerMetrics(started.meter);
-    worker.received(5);
-    worker.produced(3);
-    worker.deadLetter('DECODE_FAILED', 'unprocessable');
-    worker.deadLetter('DECODE_FAILED', 'unprocessable');
-    worker.batch(3, 4.5);
-    worker.endToEnd(12);
-    worker.endToEnd(700);
-    worker.requestWaited(3);
-    worker.skipped(1);
-    worker.sendRetry();
-    worker.registerConsumerLag(() => [
-      { topic: 'requests', partition: 0, lag: 0 },
-      { topic: 'requests', partition: 1, lag: 42 },
-    ]);
-    let inFlight = 7;
-    worker.registerInFlight(() => inFlight);
-    worker.registerModelInfo(() => ({ model: 'digits', version: '1', backend: 'wasm' }));
-    worker.registerBatchSizeLimit(() => 32);
+    const setInFlight = recordEverything(started);
 
     const text = await scrape(await serve(started));
     expect(text).toMatch(
@@ -114,8 +131,34 @@ describe('metrics SDK + WorkerMetrics', () => {
     }
 
     // Observable gauges are read at each scrape.
-    inFlight = 0;
+    setInFlight(0);
     expect(value(await scrape(await serve(started)), 'streamscore_requests_in_flight')).toBe(0);
+  });
+
+  it('with an OTLP endpoint, /metrics is written from the OTLP reader (one copy of the data) and reads the same', async () => {
+    const alone = sdk({ serviceName: 'scorer' });
+    recordEverything(alone);
+    const withOtlp = sdk({ serviceName: 'scorer', otlpEndpoint: await otlpReceiver() });
+    recordEverything(withOtlp);
+    const expected = await scrape(await serve(alone));
+    expect(await scrape(await serve(withOtlp))).toBe(expected);
+  });
+
+  it('keeps /metrics cumulative when OTLP is to push deltas (two readers then)', async () => {
+    const before = process.env['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'];
+    process.env['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'] = 'delta';
+    cleanups.push(async () => {
+      if (before === undefined)
+        delete process.env['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'];
+      else process.env['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'] = before;
+    });
+    const started = sdk({ otlpEndpoint: await otlpReceiver() });
+    const worker = new WorkerMetrics(started.meter);
+    const server = await serve(started);
+    worker.received(5);
+    expect(value(await scrape(server), 'streamscore_records_received_total')).toBe(5);
+    worker.received(2);
+    expect(value(await scrape(server), 'streamscore_records_received_total')).toBe(7);
   });
 
   it('registers globally; an instrument made before that stays a no-op (the API has no proxy meter)', async () => {
