@@ -325,11 +325,10 @@ function partitionBytes(groupId: string, topic: string, partition: number): Part
 
 export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
   private readonly writer = new ProtoWriter();
-  /** By group id, partition and topic (a JSON array: any text in a name is safe). */
-  private readonly partitions = new Memo<string, PartitionBytes>((key) => {
-    const [groupId, partition, topic] = JSON.parse(key) as [string, number, string];
-    return partitionBytes(groupId, topic, partition);
-  });
+  /** By group id, then topic, then partition. */
+  private readonly partitions = new Memo<string, Memo<string, Map<number, PartitionBytes>>>(
+    () => new Memo(() => new Map()),
+  );
   private last: { groupId: string; topic: string; partition: number; bytes: PartitionBytes } = {
     groupId: '',
     topic: '',
@@ -498,7 +497,13 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     if (last.partition === partition && last.topic === topic && last.groupId === groupId) {
       return last.bytes;
     }
-    const bytes = this.partitions.get(JSON.stringify([groupId, partition, topic]));
+    const byPartition = this.partitions.get(groupId).get(topic);
+    let bytes = byPartition.get(partition);
+    if (!bytes) {
+      if (byPartition.size >= CACHE_LIMIT) byPartition.clear();
+      bytes = partitionBytes(groupId, topic, partition);
+      byPartition.set(partition, bytes);
+    }
     this.last = { groupId, topic, partition, bytes };
     return bytes;
   }
