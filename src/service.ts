@@ -13,7 +13,7 @@ import { startScoring } from './serving.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
 import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
-import { startTracing } from './telemetry/tracing.js';
+import { startTracing, type TracingHandle } from './telemetry/tracing.js';
 import { InferenceWorker, type StopReport } from './worker/worker.js';
 
 export { replicaCount } from './serving.js';
@@ -175,7 +175,20 @@ async function startWorker(
   { log, onFatal }: StartServiceOptions,
   { sdk, readiness }: Observability,
 ): Promise<Omit<Service, 'readiness' | 'http'>> {
-  const { codecs, serving } = await startScoring(config, { log });
+  // Tracing starts first: its thread loads the SDK while the model loads and warms up.
+  const tracing = startTracing(config.telemetry, log, {
+    version: PACKAGE_VERSION,
+    groupId: config.kafka.groupId,
+    meterProvider: sdk.meterProvider,
+  });
+  let scoring;
+  try {
+    scoring = await startScoring(config, { log });
+  } catch (err) {
+    await tracing?.shutdown();
+    throw err;
+  }
+  const { codecs, serving } = scoring;
   const { model, rollout, catalog, batchSize, modelDir } = serving;
   const ready = (async () => {
     readiness.modelWarmed();
@@ -218,14 +231,9 @@ async function startWorker(
     started = await ready;
   } catch (err) {
     await serving.dispose();
+    await tracing?.shutdown();
     throw err;
   }
-
-  const tracing = startTracing(config.telemetry, log, {
-    version: PACKAGE_VERSION,
-    groupId: config.kafka.groupId,
-    meterProvider: sdk.meterProvider,
-  });
   const metrics = new WorkerMetrics(sdk.meter);
   const { source, sink, transactions } = started;
   metrics.registerModelInfo(() => ({
@@ -271,6 +279,7 @@ async function startWorker(
   });
   metrics.registerConsumerLag(() => source.consumerLag());
   metrics.registerInFlight(() => worker.inFlight);
+  if (tracing) await tracingReady(tracing, log);
   await worker.start();
 
   const reloader =
@@ -307,4 +316,22 @@ async function startWorker(
       return stopped;
     },
   };
+}
+
+/** How long the worker waits for the tracing thread before it reads records anyway. */
+const TRACING_READY_TIMEOUT_MS = 10_000;
+
+async function tracingReady(tracing: TracingHandle, log: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), TRACING_READY_TIMEOUT_MS).unref();
+  });
+  const outcome = await Promise.race([tracing.ready, late]);
+  clearTimeout(timer);
+  if (outcome === 'late') {
+    log.warn(
+      { waitedMs: TRACING_READY_TIMEOUT_MS },
+      'tracing thread not ready yet; reading records without waiting for it',
+    );
+  }
 }

@@ -45,6 +45,7 @@ export interface ProcessorMetricPoint {
 }
 
 export type FromTraceThread =
+  | { type: 'ready' }
   | { type: 'built'; spans: number }
   | { type: 'stats'; points: ProcessorMetricPoint[] }
   | { type: 'flushed'; id: number }
@@ -109,6 +110,7 @@ function run(port: NonNullable<typeof parentPort>, data: TraceThreadData): void 
   const report = async (): Promise<void> => post({ type: 'stats', points: await reader.points() });
   const timer = setInterval(() => void report().catch(() => undefined), STATS_INTERVAL_MS);
 
+  post({ type: 'ready' });
   port.on('message', (message: ToTraceThread) => {
     switch (message.type) {
       case 'spans':

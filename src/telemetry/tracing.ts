@@ -51,6 +51,12 @@ export interface SpanSink {
 export interface TracingHandle {
   /** The worker's per-request tracing (InferenceWorker's `tracing`). */
   requests: RequestTracing;
+  /**
+   * Resolves once the tracing thread has loaded the SDK and can take spans (or has failed to
+   * start: spans are then counted as dropped). The service waits for it before it reads records,
+   * so the thread's start-up does not compete with the first requests for the CPU.
+   */
+  ready: Promise<void>;
   /** Hands over what is buffered and waits until the thread has exported it (or failed to). */
   flush(): Promise<void>;
   /** Hands over what is buffered, lets the thread export it, and stops the thread. */
@@ -98,6 +104,7 @@ export function startTracing(
   log.info({ url, sampleRatio: config.tracesSampleRatio }, 'tracing on: spans exported over OTLP');
   return {
     requests: new RequestTracing(thread, config.tracesSampleRatio),
+    ready: thread.ready,
     flush: () => thread.flush(),
     shutdown: () => thread.shutdown(),
   };
@@ -401,6 +408,9 @@ class TraceThread implements SpanSink {
   private nextFlush = 0;
   private stopping: Promise<void> | undefined;
   private restartDelayMs = 1000;
+  private markReady: () => void = () => undefined;
+  /** The first thread is up (or gone: nothing to wait for then). */
+  readonly ready = new Promise<void>((resolve) => (this.markReady = resolve));
 
   constructor(
     private readonly data: TraceThreadData,
@@ -485,7 +495,9 @@ class TraceThread implements SpanSink {
     // The thread never keeps the process alive; shutdown() waits for it explicitly.
     worker.unref();
     worker.on('message', (message: FromTraceThread) => {
-      if (message.type === 'built') {
+      if (message.type === 'ready') {
+        this.markReady();
+      } else if (message.type === 'built') {
         this.inFlight -= message.spans;
         this.restartDelayMs = 1000;
       } else if (message.type === 'stats') {
@@ -497,6 +509,7 @@ class TraceThread implements SpanSink {
     });
     worker.on('error', (err) => this.log.error({ err }, 'tracing thread failed'));
     worker.on('exit', (code) => {
+      this.markReady();
       if (this.stopping) return;
       this.log.error(
         { code, spansLost: this.inFlight, restartInMs: this.restartDelayMs },

@@ -23,6 +23,19 @@ const record = (offset: number): InboundRecord => ({
 });
 
 describe('startTracing', () => {
+  it('reports ready once its thread has loaded, with no span handed to it', async () => {
+    const [port] = await freePorts(1, (message) => new Error(message));
+    const handle = startTracing(
+      { ...loadConfig({ env: {} }).telemetry, otlpEndpoint: `http://127.0.0.1:${port}` },
+      silentLogger,
+      { version: '0', groupId: 'g' },
+    )!;
+    let ready = false;
+    void handle.ready.then(() => (ready = true));
+    await expect.poll(() => ready, { timeout: 20_000 }).toBe(true);
+    await handle.shutdown();
+  });
+
   it('counts spans dropped when the export queue is full in the worker metrics, never blocking', async () => {
     const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
     const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 });
