@@ -21,6 +21,8 @@ import {
   GROUP_ID_WORDS,
   ID,
   ID_WORDS,
+  N,
+  NUMBERS,
   readRequestSpan,
   S,
   TEXTS,
@@ -76,24 +78,56 @@ export interface RequestSpanShared {
 }
 
 /**
+ * What streamscore's spans share: they have ended, drop nothing, and keep their start and end as
+ * epoch milliseconds (OpenTelemetry's HrTime is made when read).
+ */
+abstract class RecordedSpan {
+  readonly ended = true;
+  readonly droppedAttributesCount = 0;
+  readonly droppedEventsCount = 0;
+  readonly droppedLinksCount = 0;
+
+  protected abstract get startMillis(): number;
+  protected abstract get endMillis(): number;
+
+  get startTime(): HrTime {
+    return millisToHrTime(this.startMillis);
+  }
+
+  get endTime(): HrTime {
+    return millisToHrTime(this.endMillis);
+  }
+
+  get duration(): HrTime {
+    return hrTimeDuration(this.startTime, this.endTime);
+  }
+}
+
+/**
  * A request's `process` span over its row of a SpanRecords message. One is made per request, so
  * it holds only the message and the row: the span's fields are worked out when read. The OTLP
  * encoder (otlp/trace-serializer.ts) reads the row itself and never asks; any other exporter or
  * processor sees an ordinary ReadableSpan.
  */
-export class RequestSpan implements ReadableSpan {
-  readonly ended = true;
+export class RequestSpan extends RecordedSpan implements ReadableSpan {
   readonly kind = SpanKind.CONSUMER;
-  readonly droppedAttributesCount = 0;
-  readonly droppedEventsCount = 0;
-  readonly droppedLinksCount = 0;
   private read: RequestSpanRecord | undefined;
 
   constructor(
     readonly records: SpanRecords,
     readonly index: number,
     readonly shared: RequestSpanShared,
-  ) {}
+  ) {
+    super();
+  }
+
+  protected get startMillis(): number {
+    return this.records.numbers[this.index * NUMBERS + N.start]!;
+  }
+
+  protected get endMillis(): number {
+    return this.records.numbers[this.index * NUMBERS + N.end]!;
+  }
 
   /** The row as a record with hex ids, made on first read. */
   get record(): RequestSpanRecord {
@@ -132,18 +166,6 @@ export class RequestSpan implements ReadableSpan {
     const ids = this.records.ids;
     if (ids[d + ID.parent] === 0 && ids[d + ID.parent + 1] === 0) return undefined;
     return new WordsSpanContext(ids, d + ID.trace, d + ID.parent, this.traceState, true);
-  }
-
-  get startTime(): HrTime {
-    return millisToHrTime(this.record.start);
-  }
-
-  get endTime(): HrTime {
-    return millisToHrTime(this.record.end);
-  }
-
-  get duration(): HrTime {
-    return hrTimeDuration(this.startTime, this.endTime);
   }
 
   /** In this order on the wire too (otlp/trace-serializer.ts). */
@@ -199,11 +221,7 @@ function linkContext(links: Int32Array, i: number): SpanContext {
  * The spans here are made whole from records, after the fact, so the SDK's live Span (mutable,
  * checked on every setAttribute) would only add cost.
  */
-export class GroupSpan implements ReadableSpan {
-  readonly ended = true;
-  readonly droppedAttributesCount = 0;
-  readonly droppedEventsCount = 0;
-  readonly droppedLinksCount = 0;
+export class GroupSpan extends RecordedSpan implements ReadableSpan {
   readonly parentSpanContext = undefined;
   readonly events: TimedEvent[] = [];
   readonly instrumentationScope = SCOPE;
@@ -211,7 +229,17 @@ export class GroupSpan implements ReadableSpan {
   constructor(
     readonly record: GroupSpanRecord,
     readonly resource: Resource,
-  ) {}
+  ) {
+    super();
+  }
+
+  protected get startMillis(): number {
+    return this.record.start;
+  }
+
+  protected get endMillis(): number {
+    return this.record.end;
+  }
 
   get name(): string {
     return this.record.name;
@@ -223,18 +251,6 @@ export class GroupSpan implements ReadableSpan {
 
   spanContext(): SpanContext {
     return new WordsSpanContext(this.record.ids, 0, TRACE_ID_WORDS);
-  }
-
-  get startTime(): HrTime {
-    return millisToHrTime(this.record.start);
-  }
-
-  get endTime(): HrTime {
-    return millisToHrTime(this.record.end);
-  }
-
-  get duration(): HrTime {
-    return hrTimeDuration(this.startTime, this.endTime);
   }
 
   get attributes(): Attributes {

@@ -34,20 +34,6 @@ import type {
 
 export { SPAN_ATTRIBUTE } from './span-names.js';
 
-/** Where finished span records go: the tracing thread, or a builder on this thread. */
-export interface SpanSink {
-  /** The request in `slot` of `traces` ended; its row is read now (the slot is reused after). */
-  request(
-    traces: InFlightTraces,
-    slot: number,
-    end: number,
-    outcome: Outcome,
-    errorCode: string,
-    abandonReason: string,
-  ): void;
-  group(record: GroupSpanRecord): void;
-}
-
 export interface TracingHandle {
   /** The worker's per-request tracing (InferenceWorker's `tracing`). */
   requests: RequestTracing;
@@ -352,7 +338,9 @@ export class RequestTracing {
     const traces = this.traces;
     if (traces.sampled(slot)) {
       const end = epochNow();
-      this.spans.request(traces, slot, end, outcome, errorCode, abandonReason);
+      // The row is copied now: the slot is reused once closed.
+      this.spans.room().addInFlight(traces, slot, end, outcome, errorCode, abandonReason);
+      this.spans.added();
       const send = traces.sends[slot];
       if (send && --send.open === 0) {
         send.end = end;
@@ -364,6 +352,27 @@ export class RequestTracing {
 }
 
 const noop = (): void => undefined;
+
+/**
+ * Where finished span records go (the tracing thread, or a builder on this thread): a
+ * SpanRecordWriter, and when to take what it holds.
+ */
+export abstract class SpanSink {
+  protected abstract readonly writer: SpanRecordWriter;
+
+  /** The writer, with room for one more request record; call `added` after adding it. */
+  room(): SpanRecordWriter {
+    return this.writer;
+  }
+
+  /** Called after each record is added. */
+  abstract added(): void;
+
+  group(record: GroupSpanRecord): void {
+    this.writer.addGroup(record);
+    this.added();
+  }
+}
 
 /** Request records held before they are handed over together (fewer for a small queue). */
 const HANDOFF_SPANS = 1024;
@@ -394,8 +403,8 @@ function addPoint(totals: Map<string, ProcessorMetricPoint>, point: ProcessorMet
  * that (the thread cannot keep up) new ones are dropped and counted, never waited for. A thread
  * that dies is logged and started again; what it held is counted as dropped.
  */
-class TraceThread implements SpanSink {
-  private readonly writer: SpanRecordWriter;
+class TraceThread extends SpanSink {
+  protected readonly writer: SpanRecordWriter;
   private timer: NodeJS.Timeout | undefined;
   private worker: Worker | undefined;
   private inFlight = 0;
@@ -417,26 +426,18 @@ class TraceThread implements SpanSink {
     private readonly log: Logger,
     meterProvider: MeterProvider | undefined,
   ) {
+    super();
     this.writer = new SpanRecordWriter(Math.min(HANDOFF_SPANS, Math.floor(data.queueSize / 4)));
     this.worker = this.spawn();
     if (meterProvider) this.mirrorMetrics(meterProvider);
   }
 
-  request(
-    traces: InFlightTraces,
-    slot: number,
-    end: number,
-    outcome: Outcome,
-    errorCode: string,
-    abandonReason: string,
-  ): void {
+  override room(): SpanRecordWriter {
     if (this.writer.full) this.handOff();
-    this.writer.addInFlight(traces, slot, end, outcome, errorCode, abandonReason);
-    this.timer ??= setTimeout(() => this.handOff(), HANDOFF_DELAY_MS).unref();
+    return this.writer;
   }
 
-  group(record: GroupSpanRecord): void {
-    this.writer.addGroup(record);
+  added(): void {
     this.timer ??= setTimeout(() => this.handOff(), HANDOFF_DELAY_MS).unref();
   }
 
@@ -561,25 +562,14 @@ class TraceThread implements SpanSink {
  * Builds the spans on the calling thread, straight away: for tests and for programs that bring
  * their own span processors. The worker uses the tracing thread (startTracing).
  */
-export class LocalSpanSink implements SpanSink {
-  private readonly writer = new SpanRecordWriter(1);
+export class LocalSpanSink extends SpanSink {
+  protected readonly writer = new SpanRecordWriter(1);
 
-  constructor(private readonly builder: SpanBuilder) {}
-
-  request(
-    traces: InFlightTraces,
-    slot: number,
-    end: number,
-    outcome: Outcome,
-    errorCode: string,
-    abandonReason: string,
-  ): void {
-    this.writer.addInFlight(traces, slot, end, outcome, errorCode, abandonReason);
-    this.builder.build(this.writer.take());
+  constructor(private readonly builder: SpanBuilder) {
+    super();
   }
 
-  group(record: GroupSpanRecord): void {
-    this.writer.addGroup(record);
+  added(): void {
     this.builder.build(this.writer.take());
   }
 }
