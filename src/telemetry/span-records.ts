@@ -196,6 +196,7 @@ export class InFlightTraces {
 
   /** The slot is free again; what it referenced is let go. */
   close(slot: number): void {
+    this.topics[slot] = '';
     this.sends[slot] = undefined;
     this.requestIds[slot] = '';
     this.traceStates[slot] = '';
