@@ -13,7 +13,7 @@ import { startScoring } from './serving.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
 import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
-import { startTracing, type TracingHandle } from './telemetry/tracing.js';
+import { startTracing } from './telemetry/tracing.js';
 import { InferenceWorker, type StopReport } from './worker/worker.js';
 
 export { replicaCount } from './serving.js';
@@ -279,7 +279,7 @@ async function startWorker(
   });
   metrics.registerConsumerLag(() => source.consumerLag());
   metrics.registerInFlight(() => worker.inFlight);
-  if (tracing) await tracingReady(tracing, log);
+  await tracing?.ready;
   await worker.start();
 
   const reloader =
@@ -316,22 +316,4 @@ async function startWorker(
       return stopped;
     },
   };
-}
-
-/** How long the worker waits for the tracing thread before it reads records anyway. */
-const TRACING_READY_TIMEOUT_MS = 10_000;
-
-async function tracingReady(tracing: TracingHandle, log: Logger): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>((resolve) => {
-    timer = setTimeout(() => resolve('late'), TRACING_READY_TIMEOUT_MS).unref();
-  });
-  const outcome = await Promise.race([tracing.ready, late]);
-  clearTimeout(timer);
-  if (outcome === 'late') {
-    log.warn(
-      { waitedMs: TRACING_READY_TIMEOUT_MS },
-      'tracing thread not ready yet; reading records without waiting for it',
-    );
-  }
 }

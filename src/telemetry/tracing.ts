@@ -38,9 +38,9 @@ export interface TracingHandle {
   /** The worker's per-request tracing (InferenceWorker's `tracing`). */
   requests: RequestTracing;
   /**
-   * Resolves once the tracing thread has loaded the SDK and can take spans (or has failed to
-   * start: spans are then counted as dropped). The service waits for it before it reads records,
-   * so the thread's start-up does not compete with the first requests for the CPU.
+   * Resolves once the tracing thread has loaded the SDK and can take spans, or has failed to start
+   * (spans are then counted as dropped), or after 10 s (logged). The service waits for it before it
+   * reads records, so the thread's start-up does not compete with the first requests for the CPU.
    */
   ready: Promise<void>;
   /** Hands over what is buffered and waits until the thread has exported it (or failed to). */
@@ -374,6 +374,9 @@ export abstract class SpanSink {
   }
 }
 
+/** The longest the worker waits for the tracing thread before it reads records anyway. */
+const READY_TIMEOUT_MS = 10_000;
+
 /** Request records held before they are handed over together (fewer for a small queue). */
 const HANDOFF_SPANS = 1024;
 /** The longest a finished span waits on this thread before it is handed over. */
@@ -418,7 +421,7 @@ class TraceThread extends SpanSink {
   private stopping: Promise<void> | undefined;
   private restartDelayMs = 1000;
   private markReady: () => void = () => undefined;
-  /** The first thread is up (or gone: nothing to wait for then). */
+  /** The first thread is up, or gone, or READY_TIMEOUT_MS passed (logged): nothing to wait for. */
   readonly ready = new Promise<void>((resolve) => (this.markReady = resolve));
 
   constructor(
@@ -429,6 +432,14 @@ class TraceThread extends SpanSink {
     super();
     this.writer = new SpanRecordWriter(Math.min(HANDOFF_SPANS, Math.floor(data.queueSize / 4)));
     this.worker = this.spawn();
+    const late = setTimeout(() => {
+      log.warn(
+        { waitedMs: READY_TIMEOUT_MS },
+        'tracing thread not ready yet; reading records without waiting for it',
+      );
+      this.markReady();
+    }, READY_TIMEOUT_MS).unref();
+    void this.ready.then(() => clearTimeout(late));
     if (meterProvider) this.mirrorMetrics(meterProvider);
   }
 
