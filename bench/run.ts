@@ -1502,16 +1502,21 @@ interface ModelReport {
   };
   /** Each round's untraced rate (streamscore_rps is their median), records/s. */
   streamscore_rounds_rps?: number[];
+  /** The warm-up phase before the rounds (autotunes; not in any median), records/s. */
+  streamscore_warm_up_rps?: number;
   /** streamscore with tracing at 100 % (OTLP to a discarding receiver), median round, records/s. */
   streamscore_traced_rps: number | null;
   /** Each round's traced rate. */
   streamscore_traced_rounds_rps?: number[];
   /** Throughput lost to tracing at 100 %: 1 − traced ÷ untraced (median rounds), in percent. */
   tracing_cost_pct: number | null;
-  /** The same per round (its traced phase against the untraced one just before it), and their median. */
+  /**
+   * The same per round (its traced phase against its untraced one; untraced first in odd rounds,
+   * traced first in even ones), and their median.
+   */
   tracing_cost_pct_paired_rounds?: number[];
   tracing_cost_pct_paired_median?: number;
-  /** The batch size the first phase's autotune chose, kept for every later phase (null: none logged). */
+  /** The batch size the warm-up phase's autotune chose, kept for every later phase (null: none logged). */
   batch_size_pinned?: number | null;
   /** Each untraced and traced round's main-thread CPU per request, µs (see StreamscoreThroughput). */
   main_thread_us_per_request_rounds?: (number | null)[];
@@ -1604,12 +1609,19 @@ async function benchModel(
     );
   // Autotune measures the model at start-up, and on a noisy machine its choice varies from one
   // start to the next (32, 64 or 128 for the same model in one run), which moves throughput more
-  // than what the phases compare. So the first phase autotunes and every later one (both sides of
-  // each round, exactly-once, Jaeger) keeps its choice: the phases differ only in what they test.
-  let pinned: number | null = null;
-  for (let round = 1; round <= bench.options.rounds; round++) {
-    const of = bench.options.rounds > 1 ? ` (round ${round} of ${bench.options.rounds})` : '';
-    if (round > 1) say(`  4/4 streamscore with defaults${of}…`);
+  // than what the phases compare. So a warm-up phase autotunes and every measured one (both sides
+  // of each round, exactly-once, Jaeger) keeps its choice: the phases differ only in what they
+  // test. The warm-up also runs the worker's code hot before anything counts: the first phase of
+  // a process ran slower than the rest (the JIT was still compiling it), and it was always an
+  // untraced one.
+  say('      warm-up (autotunes; not counted)…');
+  const warmUp = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', null);
+  const pinned = warmUp.result.batch_size_limit;
+  say(
+    `      ${fmtRate(warmUp.result.rps)}/s${pinned === null ? '' : `; autotune chose batches of ${pinned}: kept for every later phase`}`,
+  );
+  const untraced = async (of: string): Promise<void> => {
+    say(`  4/4 streamscore with defaults${of}…`);
     const run = await streamscoreThroughput(
       bench,
       name,
@@ -1620,13 +1632,11 @@ async function benchModel(
       pinned,
     );
     untracedRuns.push(run);
-    pinned ??= run.result.batch_size_limit;
     say(
       `      ${fmtRate(run.result.rps)}/s (mean batch ${run.result.mean_batch}, ${run.result.seconds.toFixed(1)} s; main thread ${run.result.main_thread_us_per_request ?? '?'} µs per request)`,
     );
-    if (round === 1 && pinned !== null) {
-      say(`      (autotune chose batches of ${pinned}: kept for every later phase)`);
-    }
+  };
+  const tracedPhase = async (of: string): Promise<void> => {
     say(
       `  +   streamscore with tracing at 100 % (spans over OTLP to a receiver that discards them)${of}…`,
     );
@@ -1641,12 +1651,24 @@ async function benchModel(
     );
     tracedRuns.push(traced);
     tracedSay(traced);
+  };
+  for (let round = 1; round <= bench.options.rounds; round++) {
+    const of = bench.options.rounds > 1 ? ` (round ${round} of ${bench.options.rounds})` : '';
+    // Which side goes first alternates (untraced first in odd rounds), so a machine that slows or
+    // speeds up over the run favours neither.
+    if (round % 2 === 1) {
+      await untraced(of);
+      await tracedPhase(of);
+    } else {
+      await tracedPhase(of);
+      await untraced(of);
+    }
   }
   const medianRun = (runs: Run[]): Run =>
     [...runs].sort((a, b) => a.result.rps - b.result.rps)[Math.floor(runs.length / 2)]!;
   const ss = medianRun(untracedRuns);
   const traced = medianRun(tracedRuns);
-  // Each round's traced phase against the untraced phase just before it.
+  // Each round's traced phase against the untraced phase of the same round.
   const pairedCosts = tracedRuns.map((t, i) =>
     round((1 - t.result.rps / untracedRuns[i]!.result.rps) * 100, 1),
   );
@@ -1692,6 +1714,7 @@ async function benchModel(
     streamscore_exactly_once_rps: round(eos.result.rps),
     exactly_once_cost_pct: round((1 - eos.result.rps / ss.result.rps) * 100, 1),
     streamscore_rounds_rps: untracedRuns.map((r) => round(r.result.rps)),
+    streamscore_warm_up_rps: round(warmUp.result.rps),
     streamscore_traced_rps: round(traced.result.rps),
     streamscore_traced_rounds_rps: tracedRuns.map((r) => round(r.result.rps)),
     tracing_cost_pct: round((1 - traced.result.rps / ss.result.rps) * 100, 1),

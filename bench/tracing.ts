@@ -62,6 +62,12 @@ interface RatioResult {
   rounds_us: number[];
   /** Time the tracing thread was busy per request (making, serialising, exporting spans). */
   thread_us_per_request: number;
+  /**
+   * Time the process's other threads were busy per request, above the loop alone: V8's helper
+   * threads (parallel scavenges and concurrent marking of both threads' heaps, compilers), which
+   * run at the process's priority whatever the tracing thread's nice value.
+   */
+  helper_us_per_request: number;
   exported_bytes_per_request: number;
   /** Spans dropped on a full export queue, over all rounds: a cost hidden by not exporting. */
   dropped_spans: number;
@@ -136,17 +142,31 @@ async function drive(tracing: TracingHandle | undefined, requests: InboundRecord
   }
 }
 
-/** µs of CPU per request on the main thread and on the threads tracing started. */
+/** The threads that were there before tracing started, but the main thread: V8's helpers. */
+const helpers = (cpu: Map<number, number>, existing: Set<number>): number[] =>
+  [...existing].filter((tid) => tid !== process.pid && cpu.has(tid));
+
+/**
+ * µs of CPU per request on the main thread, on the threads tracing started, and on the helper
+ * threads that were already there.
+ */
 async function measure(
   ratio: number | 'off',
   requests: InboundRecord[],
   receiverUrl: string,
-): Promise<{ us: number; threadUs: number; dropped: number }> {
+): Promise<{ us: number; threadUs: number; helperUs: number; dropped: number }> {
   const perRequest = (ms: number): number => (ms * 1000) / requests.length;
   if (ratio === 'off') {
-    const before = threadCpuMs().get(process.pid)!;
+    const before = threadCpuMs();
+    const others = helpers(before, new Set(before.keys()));
     await drive(undefined, requests);
-    return { us: perRequest(threadCpuMs().get(process.pid)! - before), threadUs: 0, dropped: 0 };
+    const after = threadCpuMs();
+    return {
+      us: perRequest(after.get(process.pid)! - before.get(process.pid)!),
+      threadUs: 0,
+      helperUs: perRequest(cpuOf(after, others) - cpuOf(before, others)),
+      dropped: 0,
+    };
   }
   const reader = new OnDemandReader();
   const meterProvider = new MeterProvider({ readers: [reader] });
@@ -161,6 +181,7 @@ async function measure(
   await handle.flush();
   const before = threadCpuMs();
   const started = [...before.keys()].filter((tid) => !existing.has(tid));
+  const others = helpers(before, existing);
   await drive(handle, requests);
   // Making and exporting what the thread still holds is part of its cost.
   await handle.flush();
@@ -171,6 +192,7 @@ async function measure(
   return {
     us: perRequest(after.get(process.pid)! - before.get(process.pid)!),
     threadUs: perRequest(cpuOf(after, started) - cpuOf(before, started)),
+    helperUs: perRequest(cpuOf(after, others) - cpuOf(before, others)),
     dropped,
   };
 }
@@ -209,6 +231,7 @@ async function main(): Promise<void> {
   const bytes = new Map<number | 'off', number>(configs.map((c) => [c, 0]));
   const dropped = new Map<number | 'off', number>(configs.map((c) => [c, 0]));
   const threadRounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
+  const helperRounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
   // One warm-up pass each so the JIT has seen every path before anything is timed.
   for (const c of configs) await measure(c, requests.slice(0, 10_000), receiver.url);
   for (let round = 0; round < opts.rounds; round++) {
@@ -219,16 +242,20 @@ async function main(): Promise<void> {
       bytes.set(c, bytes.get(c)! + (await receiver.bytes()) - before);
       rounds.get(c)!.push(result.us);
       threadRounds.get(c)!.push(result.threadUs);
+      helperRounds.get(c)!.push(result.helperUs);
     }
   }
   receiver.stop();
 
   const off = median(rounds.get('off')!);
+  const helpersOff = median(helperRounds.get('off')!);
   const results: RatioResult[] = configs.map((c) => ({
     ratio: c,
     us_per_request: Math.round((median(rounds.get(c)!) - (c === 'off' ? 0 : off)) * 100) / 100,
     rounds_us: rounds.get(c)!.map((us) => Math.round(us * 100) / 100),
     thread_us_per_request: Math.round(median(threadRounds.get(c)!) * 100) / 100,
+    helper_us_per_request:
+      Math.round((median(helperRounds.get(c)!) - (c === 'off' ? 0 : helpersOff)) * 100) / 100,
     exported_bytes_per_request: Math.round(bytes.get(c)! / (opts.rounds * opts.requests)),
     dropped_spans: dropped.get(c)!,
   }));
@@ -249,6 +276,7 @@ async function main(): Promise<void> {
     'ratio',
     'main thread µs per request',
     'tracing thread µs per request',
+    'V8 helper threads µs per request',
     'bytes exported per request',
     'spans dropped',
     ...Object.keys(rps).map((m) => `main thread share at ${m}'s ${rps[m]}/s`),
@@ -260,7 +288,7 @@ async function main(): Promise<void> {
       r.ratio === 'off' ? '—' : `${((r.us_per_request * x) / 1e4).toFixed(1)} %`,
     );
     console.log(
-      `| ${r.ratio === 'off' ? 'off (loop only)' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_us_per_request.toFixed(2)} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
+      `| ${r.ratio === 'off' ? 'off (loop only)' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? `${r.helper_us_per_request.toFixed(2)} (loop)` : r.helper_us_per_request.toFixed(2)} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
     );
   }
 

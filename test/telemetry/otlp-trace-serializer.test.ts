@@ -118,6 +118,8 @@ describe('TraceSerializer: the SDK’s OTLP/protobuf bytes, written from the rec
       // Just under a whole second, and a whole second: the split into [seconds, nanos].
       request(11, { start: 1_795_000_000_999.75, end: 1_795_000_001_000 }),
       request(12, { topic: `t${'x'.repeat(300)}` }),
+      // Long enough (≥ 64 bytes) to be copied from the middle of the text bytes in one call.
+      request(13, { requestId: `order-${'0123456789'.repeat(9)}-é` }),
     ];
     const groups = [
       group('infer', 3, { error: 'model threw: shape [3,4] does not match [3,5]' }),

@@ -124,10 +124,15 @@ export class ProtoWriter {
   raw(bytes: Uint8Array, start = 0, length = bytes.length - start): void {
     this.room(length);
     const buf = this.buf;
-    if (length < 128) {
+    if (length < 64) {
+      // A call into the copy builtin costs more than this loop for a few bytes.
       for (let i = 0; i < length; i++) buf[this.pos + i] = bytes[start + i]!;
     } else {
-      buf.set(bytes.subarray(start, start + length), this.pos);
+      // Whole arrays (the encoded-once parts) are copied without making a view of them.
+      buf.set(
+        start === 0 && length === bytes.length ? bytes : bytes.subarray(start, start + length),
+        this.pos,
+      );
     }
     this.pos += length;
   }
