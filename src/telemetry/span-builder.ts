@@ -177,9 +177,9 @@ export class RequestSpan extends RecordedSpan implements ReadableSpan {
       'messaging.destination.name': r.topic,
       'messaging.destination.partition.id': String(r.partition),
       'messaging.consumer.group.name': this.shared.groupId,
+      [SPAN_ATTRIBUTE.outcome]: r.outcome,
       'messaging.kafka.offset': r.offset,
       [SPAN_ATTRIBUTE.queueWaitMs]: r.queueWaitMs,
-      [SPAN_ATTRIBUTE.outcome]: r.outcome,
     };
     if (r.requestId) attributes['messaging.message.id'] = r.requestId;
     if (r.batchSpanId) {

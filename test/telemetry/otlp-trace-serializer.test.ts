@@ -209,4 +209,60 @@ describe('TraceExporter', () => {
       bodies[0]!.body.equals(Buffer.from(ProtobufTraceSerializer.serializeRequest(spans)!)),
     ).toBe(true);
   });
+
+  it('never writes an export over one still being sent or retried, and reuses a body once its export ended', async () => {
+    // The first post is refused with 503, so the exporter retries its body (~1 s later) while
+    // two more exports are written and sent.
+    const received: Buffer[] = [];
+    const flaky = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        received.push(Buffer.concat(chunks));
+        res.writeHead(received.length === 1 ? 503 : 200).end();
+      });
+    });
+    await new Promise<void>((done) => flaky.listen(0, '127.0.0.1', done));
+    const { port } = flaky.address() as AddressInfo;
+    const written: Uint8Array[] = [];
+    class Recording extends TraceSerializer {
+      override serializeRequest(spans: ReadableSpan[]): Uint8Array | undefined {
+        const body = super.serializeRequest(spans)!;
+        written.push(body);
+        return body;
+      }
+    }
+    const exporter = new TraceExporter(
+      { url: `http://127.0.0.1:${port}/v1/traces` },
+      new Recording(),
+    );
+    const exportOf = (spans: ReadableSpan[]) =>
+      new Promise<{ code: ExportResultCode }>((done) => exporter.export(spans, done));
+    const sdk = (spans: ReadableSpan[]) =>
+      Buffer.from(ProtobufTraceSerializer.serializeRequest(spans)!);
+    const batches = [0, 100, 200].map((from) =>
+      build(Array.from({ length: 50 }, (_, i) => request(from + i))),
+    );
+    const single = build([request(7)]);
+    try {
+      const results = await Promise.all(batches.map(exportOf));
+      expect(results.map((r) => r.code)).toEqual(batches.map(() => ExportResultCode.SUCCESS));
+      // Each export's bytes arrived, and the refused one's again when retried (not bytes of an
+      // export written meanwhile).
+      const which = received.map((body) => batches.findIndex((spans) => body.equals(sdk(spans))));
+      expect(which).toHaveLength(4);
+      expect(which).not.toContain(-1);
+      expect(new Set(which).size).toBe(3);
+      expect(which.filter((i) => i === which[0])).toHaveLength(2);
+      // Exports one after another then take turns in the bodies already made.
+      for (let i = 0; i < 4; i++) {
+        expect((await exportOf(single)).code).toBe(ExportResultCode.SUCCESS);
+        expect(received[4 + i]!.equals(sdk(single))).toBe(true);
+      }
+      expect(new Set(written.map((body) => body.buffer)).size).toBe(4);
+    } finally {
+      await exporter.shutdown();
+      await new Promise<void>((done) => flaky.close(() => done()));
+    }
+  });
 });

@@ -13,6 +13,7 @@ import {
   createOtlpHttpExportDelegate,
 } from '@opentelemetry/otlp-exporter-base/node-http';
 import { TraceExporterMetricsHelper } from '@opentelemetry/otlp-transformer';
+import type { ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import { TraceSerializer } from './trace-serializer.js';
 
@@ -20,6 +21,8 @@ import { TraceSerializer } from './trace-serializer.js';
 const COMPONENT_TYPE = 'otlp_http_span_exporter';
 
 export class TraceExporter extends OTLPExporterBase<ReadableSpan[]> implements SpanExporter {
+  private readonly serializer: TraceSerializer;
+
   constructor(config: OTLPExporterNodeConfigBase, serializer = new TraceSerializer()) {
     super(
       createOtlpHttpExportDelegate(
@@ -32,5 +35,26 @@ export class TraceExporter extends OTLPExporterBase<ReadableSpan[]> implements S
         undefined,
       ),
     );
+    this.serializer = serializer;
+  }
+
+  /**
+   * The SDK's export, with the body given back to the serializer once the export has ended
+   * (sent, retried, failed or timed out: the SDK's transport reads it no more), to be written
+   * into again.
+   */
+  override export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
+    const lent: { body: Uint8Array | undefined; ended: boolean } = {
+      body: undefined,
+      ended: false,
+    };
+    super.export(spans, (result) => {
+      lent.ended = true;
+      if (lent.body) this.serializer.giveBack(lent.body);
+      resultCallback(result);
+    });
+    // serializeRequest ran within super.export, or did not (too many exports in flight).
+    lent.body = this.serializer.takeLent();
+    if (lent.ended && lent.body) this.serializer.giveBack(lent.body);
   }
 }

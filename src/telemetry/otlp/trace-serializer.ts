@@ -37,10 +37,20 @@ import {
   S,
   TEXTS,
   textOf,
-  type Outcome,
+  type SpanRecords,
 } from '../span-records.js';
-import { SPAN_ID_WORDS, TRACE_ID_WORDS } from '../trace-ids.js';
-import { ProtoWriter, utf8, utf8Length, varintSize } from './proto-writer.js';
+import { SPAN_ID_WORDS, TRACE_ID_WORDS, writeHexWords } from '../trace-ids.js';
+import {
+  ProtoWriter,
+  putBytes,
+  putIdBytes,
+  putMillis,
+  putVarint,
+  utf8,
+  VIEW_COPY_MIN,
+  utf8Length,
+  varintSize,
+} from './proto-writer.js';
 
 // Field keys (field number << 3 | wire type) of the OTLP messages written here.
 const KEY = {
@@ -93,6 +103,8 @@ const IS_REMOTE = 0x200;
 const SAMPLED_FLAGS = 0x01 | HAS_IS_REMOTE;
 const MIN_INT64 = -(2 ** 63);
 const MAX_INT64 = 2 ** 63;
+/** Export bodies kept for reuse (exports run one at a time but for a flush). */
+const FREE_BODIES = 4;
 /** Distinct topics, partitions… whose encoded attributes are kept; past this the cache restarts. */
 const CACHE_LIMIT = 4096;
 
@@ -151,44 +163,6 @@ function writeKeyValue(
     w.varint(KEY.doubleValue);
     w.double(value);
   }
-}
-
-/** A KeyValue whose string value is given as UTF-8 bytes: `length` of them from `at`. */
-function writeTextKeyValue(
-  w: ProtoWriter,
-  fieldKey: number,
-  keyField: Uint8Array,
-  text: Uint8Array,
-  at: number,
-  length: number,
-): void {
-  const anySize = 1 + varintSize(length) + length;
-  w.varint(fieldKey);
-  w.varint(keyField.length + 1 + varintSize(anySize) + anySize);
-  w.raw(keyField);
-  w.varint(KEY.kvValue);
-  w.varint(anySize);
-  w.varint(KEY.stringValue);
-  w.varint(length);
-  w.raw(text, at, length);
-}
-
-/** A KeyValue whose value is a span id's words as a hex string (16 digits). */
-function writeSpanIdValue(
-  w: ProtoWriter,
-  fieldKey: number,
-  keyField: Uint8Array,
-  words: Int32Array,
-  at: number,
-): void {
-  const anySize = 2 + 8 * SPAN_ID_WORDS;
-  w.varint(fieldKey);
-  w.varint(keyField.length + 2 + anySize);
-  w.raw(keyField);
-  w.varint(KEY.kvValue);
-  w.varint(anySize);
-  w.varint(KEY.stringValue);
-  w.hexString(words, at, SPAN_ID_WORDS);
 }
 
 /** KeyValue.key with its field key and length, ready to copy. */
@@ -276,13 +250,91 @@ function writeAttributes(w: ProtoWriter, fieldKey: number, attributes: Attribute
   }
 }
 
-const OFFSET_KEY = keyField('messaging.kafka.offset');
-const QUEUE_WAIT_KEY = keyField(SPAN_ATTRIBUTE.queueWaitMs);
+/**
+ * A numeric attribute's KeyValue up to its value, encoded once per way the value is written:
+ * [0] as a double, [s] as an int64 varint of s bytes (the lengths before the value differ).
+ */
+function numberPrefixes(key: string): Uint8Array[] {
+  const keyBytes = keyField(key);
+  const prefix = (anySize: number, valueKey: number) =>
+    encoded((w) => {
+      w.varint(KEY.attribute);
+      w.varint(keyBytes.length + 1 + varintSize(anySize) + anySize);
+      w.raw(keyBytes);
+      w.varint(KEY.kvValue);
+      w.varint(anySize);
+      w.varint(valueKey);
+    });
+  const prefixes = [prefix(9, KEY.doubleValue)];
+  for (let size = 1; size <= 10; size++) prefixes.push(prefix(1 + size, KEY.intValue));
+  return prefixes;
+}
+
+/** `length` bytes of `text` from `from` (a view of them only when long: a view is an object). */
+function putText(
+  buf: Uint8Array,
+  pos: number,
+  text: Uint8Array,
+  from: number,
+  length: number,
+): number {
+  if (length < VIEW_COPY_MIN) for (let i = 0; i < length; i++) buf[pos + i] = text[from + i]!;
+  else buf.set(text.subarray(from, from + length), pos);
+  return pos + length;
+}
+
+/** The longest a numeric attribute with these prefixes takes. */
+const numberMax = (prefixes: Uint8Array[]): number =>
+  Math.max(...prefixes.map((bytes, size) => bytes.length + (size === 0 ? 8 : size)));
+
+/**
+ * The numeric attribute `numbers[i]` (the value is read here, not passed: a fractional number
+ * passed to a call that is not inlined is boxed, and this runs several times per span).
+ */
+function putNumber(
+  buf: Uint8Array,
+  view: DataView,
+  pos: number,
+  prefixes: Uint8Array[],
+  numbers: Float64Array,
+  i: number,
+): number {
+  const value = numbers[i]!;
+  if (isInt64(value)) return putVarint(buf, putBytes(buf, pos, prefixes[int64Size(value)]!), value);
+  const p = putBytes(buf, pos, prefixes[0]!);
+  view.setFloat64(p, value, true);
+  return p + 8;
+}
+
+const OFFSET = numberPrefixes('messaging.kafka.offset');
+const QUEUE_WAIT = numberPrefixes(SPAN_ATTRIBUTE.queueWaitMs);
+const BATCH_WAIT = numberPrefixes(SPAN_ATTRIBUTE.batchWaitMs);
+const INFERENCE = numberPrefixes(SPAN_ATTRIBUTE.inferenceMs);
 const MESSAGE_ID_KEY = keyField('messaging.message.id');
-const BATCH_SPAN_KEY = keyField(SPAN_ATTRIBUTE.batchSpanId);
-const BATCH_WAIT_KEY = keyField(SPAN_ATTRIBUTE.batchWaitMs);
-const INFERENCE_KEY = keyField(SPAN_ATTRIBUTE.inferenceMs);
+/** The batch span id attribute up to its 16 hex digits. */
+const BATCH_SPAN_PREFIX = encoded((w) => {
+  const keyBytes = keyField(SPAN_ATTRIBUTE.batchSpanId);
+  const anySize = 2 + 8 * SPAN_ID_WORDS;
+  w.varint(KEY.attribute);
+  w.varint(keyBytes.length + 2 + anySize);
+  w.raw(keyBytes);
+  w.varint(KEY.kvValue);
+  w.varint(anySize);
+  w.varint(KEY.stringValue);
+  w.varint(8 * SPAN_ID_WORDS);
+});
 const ERROR_CODE_KEY = keyField(SPAN_ATTRIBUTE.errorCode);
+/** What a request span's attributes after the shared ones take at most, less the request id. */
+const REQUEST_ATTRIBUTES_MAX =
+  numberMax(OFFSET) +
+  numberMax(QUEUE_WAIT) +
+  numberMax(BATCH_WAIT) +
+  numberMax(INFERENCE) +
+  3 +
+  3 * 5 + // the request id's KeyValue: three tags and three lengths at most, and its key
+  MESSAGE_ID_KEY.length +
+  BATCH_SPAN_PREFIX.length +
+  8 * SPAN_ID_WORDS;
 const REASON_KEY = keyField('reason');
 const ABANDONED = utf8('abandoned');
 const UNSET_STATUS = Uint8Array.of(KEY.status, 0x02, KEY.statusCode, 0x00);
@@ -294,24 +346,45 @@ const LINK_LENGTH = 2 + 4 * TRACE_ID_WORDS + 2 + 4 * SPAN_ID_WORDS + LINK_TAIL.l
 const CONSUMER_KIND = SpanKind.CONSUMER + 1;
 
 /**
+ * A request span's fields after its attributes when it has no error and no event: no dropped
+ * attributes, events or links, an unset status, and its flags (sampled; remote parent or not).
+ */
+const REQUEST_TAIL = [false, true].map((remote) =>
+  Uint8Array.of(
+    KEY.droppedAttributes,
+    0,
+    KEY.droppedEvents,
+    0,
+    KEY.droppedLinks,
+    0,
+    ...UNSET_STATUS,
+    ...SPAN_FLAGS_KEY,
+    ...u32le(remote ? SAMPLED_FLAGS | IS_REMOTE : SAMPLED_FLAGS),
+  ),
+);
+
+/**
  * What the request spans of one consumer group's topic-partition share, encoded once: the name
- * and kind fields, and the five attributes they start with (RequestSpan.attributes's order).
+ * and kind fields, and the six attributes they start with (RequestSpan.attributes's order), the
+ * last of which is the outcome: one encoding per outcome.
  */
 interface PartitionBytes {
   nameAndKind: Uint8Array;
-  attributes: Uint8Array;
+  attributesByOutcome: Uint8Array[];
+  /** The most a span of this partition takes, less its request id, trace state and error. */
+  spanMax: number;
 }
 
 function partitionBytes(groupId: string, topic: string, partition: number): PartitionBytes {
-  return {
-    nameAndKind: encoded((w) => {
-      const name = `process ${topic}`;
-      w.varint(KEY.name);
-      w.string(name, utf8Length(name));
-      w.varint(KEY.kind);
-      w.varint(CONSUMER_KIND);
-    }),
-    attributes: encoded((w) => {
+  const nameAndKind = encoded((w) => {
+    const name = `process ${topic}`;
+    w.varint(KEY.name);
+    w.string(name, utf8Length(name));
+    w.varint(KEY.kind);
+    w.varint(CONSUMER_KIND);
+  });
+  const attributesByOutcome = OUTCOMES.map((outcome) =>
+    encoded((w) => {
       const attribute = (key: string, value: string) =>
         writeKeyValue(w, KEY.attribute, keyField(key), value);
       attribute('messaging.system', 'kafka');
@@ -319,8 +392,18 @@ function partitionBytes(groupId: string, topic: string, partition: number): Part
       attribute('messaging.destination.name', topic);
       attribute('messaging.destination.partition.id', String(partition));
       attribute('messaging.consumer.group.name', groupId);
+      attribute(SPAN_ATTRIBUTE.outcome, outcome);
     }),
-  };
+  );
+  const spanMax =
+    4 + // the span's tag and length
+    2 * (2 + 4 * TRACE_ID_WORDS) + // trace id, and the span id and parent span id at most
+    nameAndKind.length +
+    2 * 9 + // start and end
+    Math.max(...attributesByOutcome.map((bytes) => bytes.length)) +
+    REQUEST_ATTRIBUTES_MAX +
+    REQUEST_TAIL[1]!.length;
+  return { nameAndKind, attributesByOutcome, spanMax };
 }
 
 export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
@@ -333,13 +416,17 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     groupId: '',
     topic: '',
     partition: -1,
-    bytes: { nameAndKind: new Uint8Array(0), attributes: new Uint8Array(0) },
+    bytes: { nameAndKind: new Uint8Array(0), attributesByOutcome: [], spanMax: 0 },
   };
-  private readonly outcomes = OUTCOMES.map((outcome: Outcome) =>
-    encoded((w) => writeKeyValue(w, KEY.attribute, keyField(SPAN_ATTRIBUTE.outcome), outcome)),
-  );
   private readonly envelopes = new WeakMap<Resource, Uint8Array>();
   private readonly scopes = new WeakMap<InstrumentationScope, Uint8Array>();
+
+  /**
+   * Export bodies given back, to be written into again: a fresh buffer of a megabyte per export
+   * cost more (its pages are faulted in and later collected) than writing the spans did.
+   */
+  private readonly freeBodies: Uint8Array[] = [];
+  private lent: Uint8Array | undefined;
 
   /** Spans this serializer wrote itself / handed to the SDK's (for tests and the bench). */
   readonly counts = { encoded: 0, delegated: 0 };
@@ -364,7 +451,27 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     }
     w.end(scopeSpans, 4);
     w.end(resourceSpans, 4);
-    return w.take();
+    const body = w.detach(this.freeBodies.pop());
+    this.lent = body;
+    return body;
+  }
+
+  /**
+   * The body the last `serializeRequest` wrote, once: its exporter gives it back (`giveBack`)
+   * when the export has ended, so the next export is written into it.
+   */
+  takeLent(): Uint8Array | undefined {
+    const body = this.lent;
+    this.lent = undefined;
+    return body;
+  }
+
+  /** An export body no longer read by anyone (its export ended): written into again. */
+  giveBack(body: Uint8Array): void {
+    if (this.freeBodies.length < FREE_BODIES) {
+      const { buffer, byteOffset } = body;
+      this.freeBodies.push(new Uint8Array(buffer, byteOffset, buffer.byteLength - byteOffset));
+    }
   }
 
   deserializeResponse(data: Uint8Array): IExportTraceServiceResponse {
@@ -414,60 +521,83 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     });
   }
 
+  /**
+   * A request span. It is most of what is exported (one per request), so its common parts are
+   * written straight into room reserved once; the rare ones (a trace state, an error, an event)
+   * go through the writer's checked calls.
+   */
   private requestSpan(w: ProtoWriter, span: RequestSpan): void {
     const { records, index } = span;
     const { numbers, ids, texts } = records;
     const n = index * NUMBERS;
     const d = index * ID_WORDS;
     const t = index * TEXTS;
-    const shared = this.partitionBytes(
-      span.shared.groupId,
-      records.topics[numbers[n + N.topic]!]!,
-      numbers[n + N.partition]!,
-    );
+    const shared = this.partitionBytes(span.shared.groupId, records, n);
     const hasParent = hasId(ids, d + ID.parent);
-    // Rare strings are decoded; the request id, on every span, is copied as bytes.
-    const errorCode = textOf(records, t + S.errorCode);
-    const abandonReason = textOf(records, t + S.abandonReason);
-    const end = numbers[n + N.end]!;
-    w.varint(KEY.span);
-    const at = w.begin(2);
-    writeIds(w, ids, d + ID.trace, d + ID.span);
-    if (texts[t + S.traceState + 1]) this.traceState(w, KEY.traceState, span.spanContext());
-    if (hasParent) {
-      w.varint(KEY.parentSpanId);
-      w.idBytes(ids, d + ID.parent, SPAN_ID_WORDS);
-    }
-    w.raw(shared.nameAndKind);
-    w.varint(KEY.start);
-    writeMillis(w, numbers[n + N.start]!);
-    w.varint(KEY.end);
-    writeMillis(w, end);
-    // The attributes in RequestSpan.attributes's order.
-    w.raw(shared.attributes);
-    writeKeyValue(w, KEY.attribute, OFFSET_KEY, numbers[n + N.offset]!);
-    writeKeyValue(w, KEY.attribute, QUEUE_WAIT_KEY, numbers[n + N.queueWait]!);
-    w.raw(this.outcomes[numbers[n + N.outcome]!]!);
     const requestIdLength = texts[t + S.requestId + 1]!;
+    const rare =
+      texts[t + S.traceState + 1]! | texts[t + S.errorCode + 1]! | texts[t + S.abandonReason + 1]!;
+    w.reserve(shared.spanMax + requestIdLength);
+    let buf = w.bytes;
+    let view = w.dataView;
+    let p = w.pos;
+    buf[p++] = KEY.span;
+    const at = p;
+    p += 2; // the length: a span takes 128 bytes to 16 KiB (else moved by `end`)
+    buf[p++] = KEY.traceId;
+    p = putIdBytes(buf, p, ids, d + ID.trace, TRACE_ID_WORDS);
+    buf[p++] = KEY.spanId;
+    p = putIdBytes(buf, p, ids, d + ID.span, SPAN_ID_WORDS);
+    if (texts[t + S.traceState + 1]) {
+      w.pos = p;
+      this.traceState(w, KEY.traceState, span.spanContext());
+      w.reserve(shared.spanMax + requestIdLength);
+      ({ bytes: buf, dataView: view, pos: p } = w);
+    }
+    if (hasParent) {
+      buf[p++] = KEY.parentSpanId;
+      p = putIdBytes(buf, p, ids, d + ID.parent, SPAN_ID_WORDS);
+    }
+    p = putBytes(buf, p, shared.nameAndKind);
+    buf[p++] = KEY.start;
+    p = putMillis(view, p, numbers, n + N.start);
+    buf[p++] = KEY.end;
+    p = putMillis(view, p, numbers, n + N.end);
+    // The attributes in RequestSpan.attributes's order.
+    p = putBytes(buf, p, shared.attributesByOutcome[numbers[n + N.outcome]!]!);
+    p = putNumber(buf, view, p, OFFSET, numbers, n + N.offset);
+    p = putNumber(buf, view, p, QUEUE_WAIT, numbers, n + N.queueWait);
     if (requestIdLength) {
-      writeTextKeyValue(
-        w,
-        KEY.attribute,
-        MESSAGE_ID_KEY,
-        records.text,
-        texts[t + S.requestId]!,
-        requestIdLength,
-      );
+      const anySize = 1 + varintSize(requestIdLength) + requestIdLength;
+      buf[p++] = KEY.attribute;
+      p = putVarint(buf, p, MESSAGE_ID_KEY.length + 1 + varintSize(anySize) + anySize);
+      p = putBytes(buf, p, MESSAGE_ID_KEY);
+      buf[p++] = KEY.kvValue;
+      p = putVarint(buf, p, anySize);
+      buf[p++] = KEY.stringValue;
+      p = putVarint(buf, p, requestIdLength);
+      p = putText(buf, p, records.text, texts[t + S.requestId]!, requestIdLength);
     }
     if (hasId(ids, d + ID.batch)) {
-      writeSpanIdValue(w, KEY.attribute, BATCH_SPAN_KEY, ids, d + ID.batch);
-      writeKeyValue(w, KEY.attribute, BATCH_WAIT_KEY, numbers[n + N.batchWait]!);
-      writeKeyValue(w, KEY.attribute, INFERENCE_KEY, numbers[n + N.inference]!);
+      p = putBytes(buf, p, BATCH_SPAN_PREFIX);
+      p = writeHexWords(buf, p, ids, d + ID.batch, SPAN_ID_WORDS);
+      p = putNumber(buf, view, p, BATCH_WAIT, numbers, n + N.batchWait);
+      p = putNumber(buf, view, p, INFERENCE, numbers, n + N.inference);
     }
+    if (!rare) {
+      p = putBytes(buf, p, REQUEST_TAIL[hasParent ? 1 : 0]!);
+      w.pos = p;
+      w.end(at, 2);
+      return;
+    }
+    w.pos = p;
+    const errorCode = textOf(records, t + S.errorCode);
+    const abandonReason = textOf(records, t + S.abandonReason);
     if (errorCode) writeKeyValue(w, KEY.attribute, ERROR_CODE_KEY, errorCode);
     w.varint(KEY.droppedAttributes);
     w.varint(0);
     if (abandonReason) {
+      const end = numbers[n + N.end]!;
       w.varint(KEY.event);
       const event = w.begin(1);
       w.varint(KEY.eventTime);
@@ -492,7 +622,9 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
   }
 
   /** What request spans of this topic-partition share (the last one's, mostly: a batch's). */
-  private partitionBytes(groupId: string, topic: string, partition: number): PartitionBytes {
+  private partitionBytes(groupId: string, records: SpanRecords, n: number): PartitionBytes {
+    const topic = records.topics[records.numbers[n + N.topic]!]!;
+    const partition = records.numbers[n + N.partition]!;
     const last = this.last;
     if (last.partition === partition && last.topic === topic && last.groupId === groupId) {
       return last.bytes;
@@ -504,7 +636,11 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
       bytes = partitionBytes(groupId, topic, partition);
       byPartition.set(partition, bytes);
     }
-    this.last = { groupId, topic, partition, bytes };
+    // Updated in place: requests of a few partitions interleave, and this runs per span.
+    last.groupId = groupId;
+    last.topic = topic;
+    last.partition = partition;
+    last.bytes = bytes;
     return bytes;
   }
 
@@ -528,12 +664,20 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     w.varint(KEY.droppedEvents);
     w.varint(0);
     const links = g.links;
+    // A link per request in the group: reserved at once, written without a check per field.
+    w.reserve((links.length / GROUP_ID_WORDS) * (2 + LINK_LENGTH));
+    const buf = w.bytes;
+    let p = w.pos;
     for (let i = 0; i < links.length; i += GROUP_ID_WORDS) {
-      w.varint(KEY.link);
-      w.varint(LINK_LENGTH);
-      writeIds(w, links, i, i + TRACE_ID_WORDS);
-      w.raw(LINK_TAIL);
+      buf[p++] = KEY.link;
+      buf[p++] = LINK_LENGTH;
+      buf[p++] = KEY.traceId;
+      p = putIdBytes(buf, p, links, i, TRACE_ID_WORDS);
+      buf[p++] = KEY.spanId;
+      p = putIdBytes(buf, p, links, i + TRACE_ID_WORDS, SPAN_ID_WORDS);
+      p = putBytes(buf, p, LINK_TAIL);
     }
+    w.pos = p;
     w.varint(KEY.droppedLinks);
     w.varint(0);
     if (g.error) this.status(w, 2, g.error);
