@@ -5,6 +5,8 @@ import {
   MeterProvider,
   PeriodicExportingMetricReader,
 } from '@opentelemetry/sdk-metrics';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import type { InboundRecord } from '../../src/kafka/types.js';
@@ -34,6 +36,53 @@ describe('startTracing', () => {
     void handle.ready.then(() => (ready = true));
     await expect.poll(() => ready, { timeout: 20_000 }).toBe(true);
     await handle.shutdown();
+  });
+
+  it('exports only the worker’s spans: what the thread makes to warm up at start is never sent or counted', async () => {
+    const bodies: Buffer[] = [];
+    const receiver = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        bodies.push(Buffer.concat(chunks));
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((done) => receiver.listen(0, '127.0.0.1', done));
+    const { port } = receiver.address() as AddressInfo;
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 });
+    const meterProvider = new MeterProvider({ readers: [reader] });
+    const handle = startTracing(
+      { ...loadConfig({ env: {} }).telemetry, otlpEndpoint: `http://127.0.0.1:${port}` },
+      silentLogger,
+      { version: '0', groupId: 'g', meterProvider },
+    )!;
+    try {
+      await handle.ready;
+      await handle.flush();
+      expect(bodies).toHaveLength(0);
+      const r = record(7);
+      handle.requests.received(r);
+      handle.requests.answered(r, 'result');
+      await handle.flush();
+      await reader.forceFlush();
+      const processed = exporter
+        .getMetrics()
+        .at(-1)!
+        .scopeMetrics.flatMap((s) => s.metrics)
+        .filter((m) => m.descriptor.name === 'otel.sdk.processor.span.processed')
+        .flatMap((m) => m.dataPoints as DataPoint<number>[])
+        .reduce((n, p) => n + p.value, 0);
+      expect(processed).toBe(1);
+      expect(bodies).toHaveLength(1);
+      expect(bodies[0]!.includes('process requests')).toBe(true);
+      expect(bodies[0]!.includes('warm-up')).toBe(false);
+    } finally {
+      await handle.shutdown();
+      await meterProvider.shutdown();
+      await new Promise<void>((done) => receiver.close(() => done()));
+    }
   });
 
   it('counts spans dropped when the export queue is full in the worker metrics, never blocking', async () => {
