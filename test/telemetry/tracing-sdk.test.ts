@@ -24,6 +24,15 @@ const record = (offset: number): InboundRecord => ({
   timestamp: Date.now(),
 });
 
+/** The span processor's `otel.sdk.processor.span.processed` points, as last exported. */
+const processedPoints = (exporter: InMemoryMetricExporter): DataPoint<number>[] =>
+  exporter
+    .getMetrics()
+    .at(-1)!
+    .scopeMetrics.flatMap((s) => s.metrics)
+    .filter((m) => m.descriptor.name === 'otel.sdk.processor.span.processed')
+    .flatMap((m) => m.dataPoints as DataPoint<number>[]);
+
 describe('startTracing', () => {
   it('reports ready once its thread has loaded, with no span handed to it', async () => {
     const [port] = await freePorts(1, (message) => new Error(message));
@@ -67,13 +76,7 @@ describe('startTracing', () => {
       handle.requests.answered(r, 'result');
       await handle.flush();
       await reader.forceFlush();
-      const processed = exporter
-        .getMetrics()
-        .at(-1)!
-        .scopeMetrics.flatMap((s) => s.metrics)
-        .filter((m) => m.descriptor.name === 'otel.sdk.processor.span.processed')
-        .flatMap((m) => m.dataPoints as DataPoint<number>[])
-        .reduce((n, p) => n + p.value, 0);
+      const processed = processedPoints(exporter).reduce((n, p) => n + p.value, 0);
       expect(processed).toBe(1);
       expect(bodies).toHaveLength(1);
       expect(bodies[0]!.includes('process requests')).toBe(true);
@@ -109,12 +112,7 @@ describe('startTracing', () => {
     }
     await handle.flush();
     await reader.forceFlush();
-    const points = exporter
-      .getMetrics()
-      .at(-1)!
-      .scopeMetrics.flatMap((s) => s.metrics)
-      .filter((m) => m.descriptor.name === 'otel.sdk.processor.span.processed')
-      .flatMap((m) => m.dataPoints as DataPoint<number>[]);
+    const points = processedPoints(exporter);
     const dropped = points
       .filter((p) => p.attributes['error.type'] === 'queue_full')
       .reduce((n, p) => n + p.value, 0);
