@@ -4,8 +4,6 @@
  * little-endian fixed64 times, UTF-8 strings. `take()` copies out what was written; `detach()`
  * hands over the buffer itself and goes on in another (export bodies are reused).
  */
-import { writeHexWords } from '../trace-ids.js';
-
 /** Bytes a varint of `value` (0 ≤ value < 2^32) takes. */
 export function varintSize(value: number): number {
   if (value < 0x80) return 1;
@@ -205,12 +203,6 @@ export class ProtoWriter {
     this.pos += 4;
   }
 
-  /** An OpenTelemetry HrTime ([seconds, nanoseconds]) as fixed64 nanoseconds since the epoch. */
-  hrTime(seconds: number, nanos: number): void {
-    this.room(8);
-    this.pos = putHrTime(this.view, this.pos, seconds, nanos);
-  }
-
   double(value: number): void {
     this.room(8);
     this.view.setFloat64(this.pos, value, true);
@@ -249,13 +241,6 @@ export class ProtoWriter {
   idBytes(words: Int32Array, at: number, n: number): void {
     this.room(4 * n + 1);
     this.pos = putIdBytes(this.buf, this.pos, words, at, n);
-  }
-
-  /** A length-delimited string field: an id's words as lowercase hex, 8 digits per word. */
-  hexString(words: Int32Array, at: number, n: number): void {
-    this.room(8 * n + 1);
-    this.buf[this.pos++] = 8 * n;
-    this.pos = writeHexWords(this.buf, this.pos, words, at, n);
   }
 
   /**

@@ -214,9 +214,16 @@ function simpleAttributes(attributes: Attributes | undefined): boolean {
   return true;
 }
 
-/** Span times are epoch milliseconds in the records, HrTime in the SDK: the same conversion. */
+const millisScratch = new Float64Array(1);
+
+/**
+ * Span times are epoch milliseconds in the records, HrTime in the SDK: the same conversion
+ * (`putMillis`, for a group span's or an event's time).
+ */
 function writeMillis(w: ProtoWriter, epochMillis: number): void {
-  w.hrTime(Math.trunc(epochMillis / 1000), Math.round((epochMillis % 1000) * 1e6));
+  millisScratch[0] = epochMillis;
+  w.reserve(8);
+  w.pos = putMillis(w.dataView, w.pos, millisScratch, 0);
 }
 
 /** A bounded memo: what is encoded once for a value that repeats (a topic, a partition). */
