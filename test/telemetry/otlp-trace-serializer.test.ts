@@ -7,6 +7,7 @@ import { emptyResource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanProcessor } from '@opentelemetry/sdk-trace';
 import { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startBodyReceiver } from '../helpers/http-receiver.js';
 import { hexId as hex, requestSpanRecord } from '../helpers/span-records.js';
 import { TraceExporter } from '../../src/telemetry/otlp/trace-exporter.js';
 import { TraceSerializer } from '../../src/telemetry/otlp/trace-serializer.js';
@@ -213,17 +214,8 @@ describe('TraceExporter', () => {
   it('never writes an export over one still being sent or retried, and reuses a body once its export ended', async () => {
     // The first post is refused with 503, so the exporter retries its body (~1 s later) while
     // two more exports are written and sent.
-    const received: Buffer[] = [];
-    const flaky = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        received.push(Buffer.concat(chunks));
-        res.writeHead(received.length === 1 ? 503 : 200).end();
-      });
-    });
-    await new Promise<void>((done) => flaky.listen(0, '127.0.0.1', done));
-    const { port } = flaky.address() as AddressInfo;
+    const flaky = await startBodyReceiver((n) => (n === 1 ? 503 : 200));
+    const received = flaky.bodies;
     const written: Uint8Array[] = [];
     class Recording extends TraceSerializer {
       override serializeRequest(spans: ReadableSpan[]): Uint8Array | undefined {
@@ -232,10 +224,7 @@ describe('TraceExporter', () => {
         return body;
       }
     }
-    const exporter = new TraceExporter(
-      { url: `http://127.0.0.1:${port}/v1/traces` },
-      new Recording(),
-    );
+    const exporter = new TraceExporter({ url: `${flaky.url}/v1/traces` }, new Recording());
     const exportOf = (spans: ReadableSpan[]) =>
       new Promise<{ code: ExportResultCode }>((done) => exporter.export(spans, done));
     const sdk = (spans: ReadableSpan[]) =>
@@ -262,7 +251,7 @@ describe('TraceExporter', () => {
       expect(new Set(written.map((body) => body.buffer)).size).toBe(4);
     } finally {
       await exporter.shutdown();
-      await new Promise<void>((done) => flaky.close(() => done()));
+      await flaky.close();
     }
   });
 });

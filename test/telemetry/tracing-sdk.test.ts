@@ -5,14 +5,13 @@ import {
   MeterProvider,
   PeriodicExportingMetricReader,
 } from '@opentelemetry/sdk-metrics';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import type { InboundRecord } from '../../src/kafka/types.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { startTracing } from '../../src/telemetry/tracing.js';
 import { freePorts } from '../../src/util/local-process.js';
+import { startBodyReceiver } from '../helpers/http-receiver.js';
 
 const record = (offset: number): InboundRecord => ({
   topic: 'requests',
@@ -48,22 +47,13 @@ describe('startTracing', () => {
   });
 
   it('exports only the worker’s spans: what the thread makes to warm up at start is never sent or counted', async () => {
-    const bodies: Buffer[] = [];
-    const receiver = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        bodies.push(Buffer.concat(chunks));
-        res.writeHead(200).end();
-      });
-    });
-    await new Promise<void>((done) => receiver.listen(0, '127.0.0.1', done));
-    const { port } = receiver.address() as AddressInfo;
+    const receiver = await startBodyReceiver();
+    const bodies = receiver.bodies;
     const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
     const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 });
     const meterProvider = new MeterProvider({ readers: [reader] });
     const handle = startTracing(
-      { ...loadConfig({ env: {} }).telemetry, otlpEndpoint: `http://127.0.0.1:${port}` },
+      { ...loadConfig({ env: {} }).telemetry, otlpEndpoint: receiver.url },
       silentLogger,
       { version: '0', groupId: 'g', meterProvider },
     )!;
@@ -84,7 +74,7 @@ describe('startTracing', () => {
     } finally {
       await handle.shutdown();
       await meterProvider.shutdown();
-      await new Promise<void>((done) => receiver.close(() => done()));
+      await receiver.close();
     }
   });
 

@@ -262,19 +262,26 @@ function writeAttributes(w: ProtoWriter, fieldKey: number, attributes: Attribute
  * [0] as a double, [s] as an int64 varint of s bytes (the lengths before the value differ).
  */
 function numberPrefixes(key: string): Uint8Array[] {
-  const keyBytes = keyField(key);
-  const prefix = (anySize: number, valueKey: number) =>
-    encoded((w) => {
-      w.varint(KEY.attribute);
-      w.varint(keyBytes.length + 1 + varintSize(anySize) + anySize);
-      w.raw(keyBytes);
-      w.varint(KEY.kvValue);
-      w.varint(anySize);
-      w.varint(valueKey);
-    });
-  const prefixes = [prefix(9, KEY.doubleValue)];
-  for (let size = 1; size <= 10; size++) prefixes.push(prefix(1 + size, KEY.intValue));
+  const prefixes = [valuePrefix(key, 9, KEY.doubleValue)];
+  for (let size = 1; size <= 10; size++) prefixes.push(valuePrefix(key, 1 + size, KEY.intValue));
   return prefixes;
+}
+
+/**
+ * An attribute's KeyValue up to its value's bytes: the key, then an AnyValue of `anySize` bytes
+ * whose field is `valueKey` (and, for a string of a known length, that length).
+ */
+function valuePrefix(key: string, anySize: number, valueKey: number, stringLength?: number) {
+  const keyBytes = keyField(key);
+  return encoded((w) => {
+    w.varint(KEY.attribute);
+    w.varint(keyBytes.length + 1 + varintSize(anySize) + anySize);
+    w.raw(keyBytes);
+    w.varint(KEY.kvValue);
+    w.varint(anySize);
+    w.varint(valueKey);
+    if (stringLength !== undefined) w.varint(stringLength);
+  });
 }
 
 /** `length` bytes of `text` from `from` (a view of them only when long: a view is an object). */
@@ -319,17 +326,12 @@ const BATCH_WAIT = numberPrefixes(SPAN_ATTRIBUTE.batchWaitMs);
 const INFERENCE = numberPrefixes(SPAN_ATTRIBUTE.inferenceMs);
 const MESSAGE_ID_KEY = keyField('messaging.message.id');
 /** The batch span id attribute up to its 16 hex digits. */
-const BATCH_SPAN_PREFIX = encoded((w) => {
-  const keyBytes = keyField(SPAN_ATTRIBUTE.batchSpanId);
-  const anySize = 2 + 8 * SPAN_ID_WORDS;
-  w.varint(KEY.attribute);
-  w.varint(keyBytes.length + 2 + anySize);
-  w.raw(keyBytes);
-  w.varint(KEY.kvValue);
-  w.varint(anySize);
-  w.varint(KEY.stringValue);
-  w.varint(8 * SPAN_ID_WORDS);
-});
+const BATCH_SPAN_PREFIX = valuePrefix(
+  SPAN_ATTRIBUTE.batchSpanId,
+  2 + 8 * SPAN_ID_WORDS,
+  KEY.stringValue,
+  8 * SPAN_ID_WORDS,
+);
 const ERROR_CODE_KEY = keyField(SPAN_ATTRIBUTE.errorCode);
 /** What a request span's attributes after the shared ones take at most, less the request id. */
 const REQUEST_ATTRIBUTES_MAX =
@@ -337,9 +339,8 @@ const REQUEST_ATTRIBUTES_MAX =
   numberMax(QUEUE_WAIT) +
   numberMax(BATCH_WAIT) +
   numberMax(INFERENCE) +
-  3 +
-  3 * 5 + // the request id's KeyValue: three tags and three lengths at most, and its key
   MESSAGE_ID_KEY.length +
+  18 + // and the request id's KeyValue's three tags and three lengths (5 bytes each at most)
   BATCH_SPAN_PREFIX.length +
   8 * SPAN_ID_WORDS;
 const REASON_KEY = keyField('reason');
