@@ -21,6 +21,11 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import os from 'node:os';
+import {
+  PerformanceObserver,
+  constants as perfConstants,
+  type PerformanceEntry,
+} from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import path from 'node:path';
@@ -80,7 +85,7 @@ interface BenchOptions {
   overloadSeconds: number;
   loadSeconds: number;
   naiveSeconds: number;
-  /** Rounds of the untraced and traced throughput phases, alternated; medians reported. */
+  /** Rounds of the in-process throughput phase; the median reported. */
   rounds: number;
   out: string;
   /** Only redraw `<out>/latest.svg` from this results file. */
@@ -140,7 +145,7 @@ function parseOptions(argv: string[]): BenchOptions {
     .addOption(
       new Option(
         '--rounds <n>',
-        'rounds of the untraced and traced streamscore phases, alternated (medians reported)',
+        'rounds of the in-process streamscore phase (the median reported)',
       ).argParser((text: string) => {
         const n = Number(text);
         if (!Number.isInteger(n) || n < 1)
@@ -231,6 +236,32 @@ function threadCpuSeconds(): number | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Garbage-collection pauses of this process's main thread over a window: every kind, and the
+ * full (mark-compact) ones alone, in ms. Scavenges run partly on helper threads, but the main
+ * thread waits for them: their duration is time the worker's event loop did not run.
+ */
+function gcMeter(): () => { pause_ms: number; major_pause_ms: number; major: number } {
+  let pause = 0;
+  let majorPause = 0;
+  let major = 0;
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      pause += entry.duration;
+      const kind = (entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
+      if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
+        majorPause += entry.duration;
+        major++;
+      }
+    }
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  return () => {
+    observer.disconnect();
+    return { pause_ms: round(pause, 1), major_pause_ms: round(majorPause, 1), major };
+  };
 }
 
 function cpuMeter(
@@ -757,6 +788,10 @@ interface StreamscoreThroughput extends Throughput {
    * with a busy machine than the wall clock does.
    */
   main_thread_us_per_request: number | null;
+  /** The main thread's GC pauses over the same span (start to last answer). */
+  gc: { pause_ms: number; major_pause_ms: number; major: number };
+  /** V8 heap in use after the full GC before the worker started: what earlier phases left. */
+  heap_used_at_start_mb: number;
 }
 
 let throughputRuns = 0;
@@ -813,6 +848,7 @@ async function streamscoreThroughput(
     batchLimit,
   );
   collectGarbage();
+  const heapAtStart = process.memoryUsage().heapUsed / 2 ** 20;
   const rssAtStart = bench.rss.sample() / 2 ** 20;
   const rssWindow = bench.rss.window();
   const startup = startupLog();
@@ -823,6 +859,7 @@ async function streamscoreThroughput(
   let spansDropped: number | undefined;
   let mainThreadAtStart: number | null = null;
   let mainThreadSeconds: number | null = null;
+  let gc: StreamscoreThroughput['gc'] | undefined;
   // Samples of the poll below, once the worker has read something: how often it held no
   // unanswered request at all, i.e. waited for Kafka to hand it more.
   let samples = 0;
@@ -831,6 +868,7 @@ async function streamscoreThroughput(
     service = await startService(config, { log: startup.log });
     const cpu = cpuMeter(bench.broker?.pid, traces?.pid);
     mainThreadAtStart = threadCpuSeconds();
+    const gcWindow = gcMeter();
     const { worker } = service;
     const snapshot = worker.metrics.snapshot;
     end = await until(
@@ -848,6 +886,7 @@ async function streamscoreThroughput(
       () => `${snapshot.produced} of ${expected} answered`,
     );
     cores = cpu();
+    gc = gcWindow();
     const mainThreadAtEnd = threadCpuSeconds();
     mainThreadSeconds =
       mainThreadAtStart === null || mainThreadAtEnd === null
@@ -909,6 +948,8 @@ async function streamscoreThroughput(
       ...(spansDropped === undefined ? {} : { spans_dropped: spansDropped }),
       main_thread_us_per_request:
         mainThreadSeconds === null ? null : round((mainThreadSeconds * 1e6) / expected, 1),
+      gc: gc!,
+      heap_used_at_start_mb: round(heapAtStart),
     },
   };
 }
@@ -1128,6 +1169,10 @@ interface WorkerProcess {
   stop(ms: number): Promise<WorkerExit>;
   /** SIGKILL, if still running (on failure paths). */
   kill(): void;
+  /** Sends a signal (SIGSTOP / SIGCONT: the interleaved tracing phase), if still running. */
+  signal(name: NodeJS.Signals): void;
+  /** The port of its HTTP server (/metrics), from its `http server listening` log line. */
+  httpPort(): number;
 }
 
 const WORKER_ARGS = ['--import', 'tsx', path.join('src', 'cli', 'main.ts'), 'run'];
@@ -1238,7 +1283,17 @@ async function startWorkerProcess(env: Record<string, string>): Promise<WorkerPr
       };
     },
     kill: () => {
-      if (running) child.kill('SIGKILL');
+      if (!running) return;
+      child.kill('SIGCONT');
+      child.kill('SIGKILL');
+    },
+    signal: (name) => {
+      if (running) child.kill(name);
+    },
+    httpPort: () => {
+      const line = logs.find((l) => l['msg'] === 'http server listening');
+      if (typeof line?.['port'] !== 'number') throw new Error('the worker logged no HTTP port');
+      return line['port'];
     },
   };
 }
@@ -1267,6 +1322,278 @@ function workerEnv(
   // Resolved from ROOT, the worker's working directory, as the worker will.
   const config = loadConfig({ env, overrides: { model: { repository: BENCH_REPOSITORY } } });
   return { env, config };
+}
+
+/** Each worker's time the interleaved tracing phase measures (seconds; a tenth with --quick). */
+const TURNS_SECONDS_PER_WORKER = 15;
+/** How long one worker runs before the other takes its turn. */
+const TURN_MS = 500;
+
+/** One side of the interleaved tracing phase: its measured turns added up. */
+interface TurnsSide {
+  records: number;
+  seconds: number;
+  rps: number;
+  /** CPU of the worker's main thread (its event loop) per request, µs. */
+  main_thread_us_per_request: number | null;
+  /** CPU of the whole worker process (every thread: tracing, GC, libuv) per request, µs. */
+  process_us_per_request: number | null;
+}
+
+/** The tracing cost, measured by an untraced and a traced worker taking turns on the machine. */
+interface TracingTurns {
+  /** Requests in the phase's own topic, read by both workers. */
+  requests: number;
+  turn_ms: number;
+  /** Measured turns of each worker. */
+  turns: number;
+  untraced: TurnsSide;
+  traced: TurnsSide;
+  /** 1 − traced ÷ untraced rate over all measured turns, in percent. */
+  tracing_cost_pct: number;
+  /** The same over each fifth of the measured turns, in order: how steady it was. */
+  tracing_cost_pct_by_fifth: number[];
+  /** CPU of the OTLP receiver (a discarding one) per traced request, µs. */
+  receiver_us_per_request: number | null;
+  /** Spans the traced worker dropped (its export queue full), from its /metrics. */
+  spans_dropped: number;
+  /** Mean time to read each worker's /metrics at the end of a turn, ms (untraced, traced). */
+  scrape_ms: [number, number];
+}
+
+let tracingTurnsRuns = 0;
+
+/** One reading of a worker, taken at the end of its turn, while it runs. */
+interface TurnReading {
+  /** The turn began (SIGCONT), the reading was taken, the turn ended (SIGSTOP): ms. */
+  began: number;
+  read: number;
+  ended: number;
+  /** Results and dead letters acknowledged so far (its /metrics). */
+  answered: number;
+  mainThreadSeconds: number | null;
+  processSeconds: number | null;
+}
+
+/** CPU seconds of one thread of a process (/proc/<pid>/task/<tid>/schedstat); null elsewhere. */
+function procThreadCpuSeconds(pid: number, tid: number): number | null {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+  } catch {
+    return null;
+  }
+}
+
+/** Sums the samples of one Prometheus metric (every label set) in an exposition text. */
+function metricSum(text: string, name: string, labelFilter = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if ((line.startsWith(`${name}{`) || line.startsWith(`${name} `)) && line.includes(labelFilter))
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/**
+ * Tracing's cost, measured so that a shared machine's slow spells fall on both sides: an untraced
+ * and a traced `streamscore run` (the same defaults and batch size; the traced one exports every
+ * span over OTLP to the discarding receiver) read the same pre-produced topic, each in its own
+ * group, and take turns of TURN_MS: one is stopped (SIGSTOP) while the other runs (SIGCONT).
+ * A stopped process does no work, so each side's rate is its answered requests over its own
+ * running time. In-process phases of 200,000 requests, one after the other, drifted by ±15 %
+ * between rounds on this machine (a fixed CPU loop alone varies ±40 % from one 80 ms chunk to
+ * the next), more than the cost being measured; turns of half a second, alternated dozens of
+ * times, share the drift out. Turns are counted once each side has answered a tenth of the
+ * topic (start-up, JIT) and until either has answered nine tenths (before either runs dry).
+ */
+async function tracingTurns(
+  bench: Bench,
+  spec: BenchModelSpec,
+  untracedRps: number,
+  batchSize: number | null,
+): Promise<TracingTurns> {
+  const seconds = bench.options.quick
+    ? TURNS_SECONDS_PER_WORKER / 10
+    : TURNS_SECONDS_PER_WORKER * bench.options.requests;
+  // The measured eight tenths of the topic should take each worker about `seconds`.
+  const count = Math.max(1000, Math.round((untracedRps * seconds) / 0.8));
+  const base = `bench.${bench.runId}.${spec.name}.turns-${++tracingTurnsRuns}`;
+  await createTopics(bench, base);
+  say(`  +   tracing cost, interleaved: pre-producing ${fmtInt(count)} requests to ${base}…`);
+  await preProduce(bench, spec, base, count);
+
+  const pinned: Record<string, string> =
+    batchSize === null
+      ? {}
+      : {
+          STREAMSCORE_BATCHING_AUTOTUNE: 'false',
+          STREAMSCORE_BATCHING_MAX_BATCH_SIZE: String(batchSize),
+        };
+  const sides = [
+    { name: 'untraced', extra: {} as Record<string, string> },
+    {
+      name: 'traced',
+      extra: {
+        STREAMSCORE_TELEMETRY_OTLP_ENDPOINT: bench.otlpSink.url,
+        STREAMSCORE_TELEMETRY_SERVICE_NAME: `streamscore-bench-${spec.name}`,
+      },
+    },
+  ].map((side) => ({
+    ...side,
+    topics: {
+      requests: base,
+      results: `${base}.${side.name}.results`,
+      deadLetter: `${base}.${side.name}.dead-letter`,
+    },
+    worker: undefined as WorkerProcess | undefined,
+    readings: [] as TurnReading[],
+  }));
+  for (const side of sides) await createTopics(bench, side.topics.results, side.topics.deadLetter);
+
+  const scrapeMs = new Map<WorkerProcess, number>();
+  const read = async (
+    worker: WorkerProcess,
+  ): Promise<Pick<TurnReading, 'answered' | 'read' | 'mainThreadSeconds' | 'processSeconds'>> => {
+    const asked = now();
+    const text = await (await fetch(`http://127.0.0.1:${worker.httpPort()}/metrics`)).text();
+    const read = now();
+    scrapeMs.set(worker, (scrapeMs.get(worker) ?? 0) + (read - asked));
+    return {
+      read,
+      answered:
+        metricSum(text, 'streamscore_results_produced_total') +
+        metricSum(text, 'streamscore_records_dead_lettered_total'),
+      mainThreadSeconds: procThreadCpuSeconds(worker.pid, worker.pid),
+      processSeconds: procCpuSeconds(worker.pid),
+    };
+  };
+
+  const receiverCpu: { before: number | null; after: number | null } = {
+    before: null,
+    after: null,
+  };
+  let spansDropped = 0;
+  let measuredFrom = -1;
+  try {
+    // Each starts, is stopped at once, and waits while the other starts: a start-up (tsx, model
+    // load and warm-up) takes a core for seconds.
+    for (const side of sides) {
+      side.worker = await startWorkerProcess({
+        ...workerEnv(bench, spec.name, side.topics).env,
+        ...pinned,
+        ...side.extra,
+        STREAMSCORE_LOG_LEVEL: 'info',
+      });
+      side.worker.signal('SIGSTOP');
+    }
+    const warmed = Math.ceil(count / 10);
+    const last = Math.floor((count * 9) / 10);
+    // Each worker's time is half the wall clock.
+    const deadline = now() + 2 * phaseTimeoutMs(count);
+    for (let turn = 0; ; turn++) {
+      for (const side of sides) {
+        const worker = side.worker!;
+        worker.signal('SIGCONT');
+        const began = now();
+        await sleep(TURN_MS);
+        const reading = await read(worker);
+        worker.signal('SIGSTOP');
+        side.readings.push({ began, ended: now(), ...reading });
+      }
+      const answered = sides.map((side) => side.readings.at(-1)!.answered);
+      if (measuredFrom < 0 && answered.every((a) => a >= warmed)) {
+        measuredFrom = turn;
+        receiverCpu.before = procCpuSeconds(bench.otlpSink.pid);
+      }
+      if (measuredFrom >= 0 && answered.some((a) => a >= last)) {
+        receiverCpu.after = procCpuSeconds(bench.otlpSink.pid);
+        break;
+      }
+      if (now() > deadline) {
+        throw new Error(
+          `the interleaved phase took too long: ${answered.join(' and ')} of ${count} answered`,
+        );
+      }
+    }
+    const traced = sides[1]!.worker!;
+    traced.signal('SIGCONT');
+    // The tracing thread reports its processor's counts every second.
+    await sleep(1500);
+    const text = await (await fetch(`http://127.0.0.1:${traced.httpPort()}/metrics`)).text();
+    spansDropped = metricSum(
+      text,
+      'otel_sdk_processor_span_processed_total',
+      'error_type="queue_full"',
+    );
+  } finally {
+    for (const side of sides) {
+      side.worker?.signal('SIGCONT');
+      if (side.worker) await side.worker.stop(60_000).catch(() => side.worker!.kill());
+    }
+  }
+
+  // Between two readings of a worker it ran from the first reading to its turn's end, then from
+  // its next turn's start to the second reading: nothing else (it was stopped).
+  const over = (readings: TurnReading[], from: number, to: number) => {
+    let ms = 0;
+    for (let k = from + 1; k <= to; k++) {
+      ms +=
+        readings[k - 1]!.ended - readings[k - 1]!.read + (readings[k]!.read - readings[k]!.began);
+    }
+    const delta = (f: (r: TurnReading) => number | null): number | null => {
+      const a = f(readings[from]!);
+      const b = f(readings[to]!);
+      return a === null || b === null ? null : b - a;
+    };
+    return {
+      records: delta((r) => r.answered)!,
+      seconds: ms / 1000,
+      main: delta((r) => r.mainThreadSeconds),
+      cpu: delta((r) => r.processSeconds),
+    };
+  };
+  const lastTurn = sides[0]!.readings.length - 1;
+  const side = (i: number): TurnsSide => {
+    const m = over(sides[i]!.readings, measuredFrom, lastTurn);
+    const us = (s: number | null) => (s === null ? null : round((s * 1e6) / m.records, 1));
+    return {
+      records: m.records,
+      seconds: round(m.seconds, 2),
+      rps: round(m.records / m.seconds),
+      main_thread_us_per_request: us(m.main),
+      process_us_per_request: us(m.cpu),
+    };
+  };
+  const cost = (from: number, to: number): number => {
+    const u = over(sides[0]!.readings, from, to);
+    const t = over(sides[1]!.readings, from, to);
+    return round((1 - t.records / t.seconds / (u.records / u.seconds)) * 100, 1);
+  };
+  const turns = lastTurn - measuredFrom;
+  const fifths: number[] = [];
+  for (let f = 0; f < 5; f++) {
+    const from = measuredFrom + Math.round((turns * f) / 5);
+    const to = measuredFrom + Math.round((turns * (f + 1)) / 5);
+    if (to > from) fifths.push(cost(from, to));
+  }
+  const traced = side(1);
+  return {
+    requests: count,
+    turn_ms: TURN_MS,
+    turns,
+    untraced: side(0),
+    traced,
+    tracing_cost_pct: cost(measuredFrom, lastTurn),
+    tracing_cost_pct_by_fifth: fifths,
+    receiver_us_per_request:
+      receiverCpu.before === null || receiverCpu.after === null
+        ? null
+        : round(((receiverCpu.after - receiverCpu.before) * 1e6) / traced.records, 2),
+    spans_dropped: spansDropped,
+    scrape_ms: sides.map((side) =>
+      round((scrapeMs.get(side.worker!) ?? 0) / side.readings.length, 1),
+    ) as [number, number],
+  };
 }
 
 /**
@@ -1492,11 +1819,6 @@ interface ModelReport {
     streamscore: StreamscoreThroughput;
     /** The same worker with delivery.mode exactly-once (results read back read_committed). */
     streamscore_exactly_once: StreamscoreThroughput;
-    /**
-     * The same worker with tracing on at 100 % sampling, spans exported over OTLP to a receiver
-     * in its own process that discards them: what tracing costs the worker.
-     */
-    streamscore_traced?: StreamscoreThroughput;
     /** The same, spans exported to a local Jaeger v2 that stores them, on the same cores. */
     streamscore_traced_jaeger?: StreamscoreThroughput;
   };
@@ -1504,30 +1826,16 @@ interface ModelReport {
   streamscore_rounds_rps?: number[];
   /** The warm-up phase before the rounds (autotunes; not in any median), records/s. */
   streamscore_warm_up_rps?: number;
-  /** streamscore with tracing at 100 % (OTLP to a discarding receiver), median round, records/s. */
-  streamscore_traced_rps: number | null;
-  /** Each round's traced rate. */
-  streamscore_traced_rounds_rps?: number[];
-  /** Throughput lost to tracing at 100 %: 1 − traced ÷ untraced (median rounds), in percent. */
-  tracing_cost_pct: number | null;
   /**
-   * The same per round (its traced phase against its untraced one; untraced first in odd rounds,
-   * traced first in even ones), and their median.
+   * Throughput lost to tracing at 100 %: 1 − traced ÷ untraced rate, from an untraced and a traced
+   * `streamscore run` taking turns (`tracing`), in percent.
    */
-  tracing_cost_pct_paired_rounds?: number[];
-  tracing_cost_pct_paired_median?: number;
+  tracing_cost_pct: number | null;
+  tracing?: TracingTurns;
   /** The batch size the warm-up phase's autotune chose, kept for every later phase (null: none logged). */
   batch_size_pinned?: number | null;
-  /** Each untraced and traced round's main-thread CPU per request, µs (see StreamscoreThroughput). */
+  /** Each round's main-thread CPU per request, µs (see StreamscoreThroughput). */
   main_thread_us_per_request_rounds?: (number | null)[];
-  traced_main_thread_us_per_request_rounds?: (number | null)[];
-  /**
-   * What tracing at 100 % adds to the main thread per request: median traced − median untraced
-   * round, µs, and as a share of the traced main thread's time (the throughput it costs when
-   * that thread is the bottleneck). Steadier than the rates on a shared machine.
-   */
-  tracing_main_thread_us_per_request?: number | null;
-  tracing_main_thread_cost_pct?: number | null;
   /** streamscore with tracing at 100 % into a local Jaeger v2; null if no Jaeger. */
   streamscore_traced_jaeger_rps?: number | null;
   /** Throughput lost with Jaeger storing the spans on the same cores, in percent. */
@@ -1598,29 +1906,27 @@ async function benchModel(
   say('  4/4 streamscore with defaults (startService, in this process)…');
   // The throughput phase stays in this process: its window is read from the worker's own
   // counters (polled every 2 ms); the latency loads and the overload run `streamscore run`.
-  // Alternated with the traced phase, round by round, so slow spells of a shared machine fall on
-  // both; the median round of each is reported.
+  // Several rounds, the median reported: one phase on this shared machine can be 15 % off.
   type Run = Awaited<ReturnType<typeof streamscoreThroughput>>;
   const untracedRuns: Run[] = [];
-  const tracedRuns: Run[] = [];
   const tracedSay = (t: Run) =>
     say(
-      `      ${fmtRate(t.result.rps)}/s (mean batch ${t.result.mean_batch}, ${t.result.seconds.toFixed(1)} s; main thread ${t.result.main_thread_us_per_request ?? '?'} µs per request; receiver ${t.result.cpu_cores.receiver ?? '?'} cores; ${t.result.spans_dropped ?? '?'} spans dropped)`,
+      `      ${fmtRate(t.result.rps)}/s (mean batch ${t.result.mean_batch}, ${t.result.seconds.toFixed(1)} s; main thread ${t.result.main_thread_us_per_request ?? '?'} µs per request; GC ${t.result.gc.pause_ms} ms; receiver ${t.result.cpu_cores.receiver ?? '?'} cores; ${t.result.spans_dropped ?? '?'} spans dropped)`,
     );
   // Autotune measures the model at start-up, and on a noisy machine its choice varies from one
   // start to the next (32, 64 or 128 for the same model in one run), which moves throughput more
-  // than what the phases compare. So a warm-up phase autotunes and every measured one (both sides
-  // of each round, exactly-once, Jaeger) keeps its choice: the phases differ only in what they
+  // than what the phases compare. So a warm-up phase autotunes and every measured one (the rounds,
+  // exactly-once, Jaeger, the tracing turns) keeps its choice: the phases differ only in what they
   // test. The warm-up also runs the worker's code hot before anything counts: the first phase of
-  // a process ran slower than the rest (the JIT was still compiling it), and it was always an
-  // untraced one.
+  // a process ran slower than the rest (the JIT was still compiling it).
   say('      warm-up (autotunes; not counted)…');
   const warmUp = await streamscoreThroughput(bench, name, requests, count, 'at-least-once', null);
   const pinned = warmUp.result.batch_size_limit;
   say(
     `      ${fmtRate(warmUp.result.rps)}/s${pinned === null ? '' : `; autotune chose batches of ${pinned}: kept for every later phase`}`,
   );
-  const untraced = async (of: string): Promise<void> => {
+  for (let round = 1; round <= bench.options.rounds; round++) {
+    const of = bench.options.rounds > 1 ? ` (round ${round} of ${bench.options.rounds})` : '';
     say(`  4/4 streamscore with defaults${of}…`);
     const run = await streamscoreThroughput(
       bench,
@@ -1633,45 +1939,12 @@ async function benchModel(
     );
     untracedRuns.push(run);
     say(
-      `      ${fmtRate(run.result.rps)}/s (mean batch ${run.result.mean_batch}, ${run.result.seconds.toFixed(1)} s; main thread ${run.result.main_thread_us_per_request ?? '?'} µs per request)`,
+      `      ${fmtRate(run.result.rps)}/s (mean batch ${run.result.mean_batch}, ${run.result.seconds.toFixed(1)} s; main thread ${run.result.main_thread_us_per_request ?? '?'} µs per request; GC ${run.result.gc.pause_ms} ms, ${run.result.gc.major} full)`,
     );
-  };
-  const tracedPhase = async (of: string): Promise<void> => {
-    say(
-      `  +   streamscore with tracing at 100 % (spans over OTLP to a receiver that discards them)${of}…`,
-    );
-    const traced = await streamscoreThroughput(
-      bench,
-      name,
-      requests,
-      count,
-      'at-least-once',
-      { kind: 'sink', endpoint: bench.otlpSink.url, pid: bench.otlpSink.pid },
-      pinned,
-    );
-    tracedRuns.push(traced);
-    tracedSay(traced);
-  };
-  for (let round = 1; round <= bench.options.rounds; round++) {
-    const of = bench.options.rounds > 1 ? ` (round ${round} of ${bench.options.rounds})` : '';
-    // Which side goes first alternates (untraced first in odd rounds), so a machine that slows or
-    // speeds up over the run favours neither.
-    if (round % 2 === 1) {
-      await untraced(of);
-      await tracedPhase(of);
-    } else {
-      await tracedPhase(of);
-      await untraced(of);
-    }
   }
   const medianRun = (runs: Run[]): Run =>
     [...runs].sort((a, b) => a.result.rps - b.result.rps)[Math.floor(runs.length / 2)]!;
   const ss = medianRun(untracedRuns);
-  const traced = medianRun(tracedRuns);
-  // Each round's traced phase against the untraced phase of the same round.
-  const pairedCosts = tracedRuns.map((t, i) =>
-    round((1 - t.result.rps / untracedRuns[i]!.result.rps) * 100, 1),
-  );
 
   say('  +   streamscore with delivery.mode exactly-once (per-partition transactions)…');
   const eos = await streamscoreThroughput(
@@ -1702,6 +1975,11 @@ async function benchModel(
     tracedSay(tracedJaeger);
   }
 
+  const turns = await tracingTurns(bench, spec, ss.result.rps, pinned);
+  say(
+    `      tracing costs ${turns.tracing_cost_pct} %: ${fmtRate(turns.traced.rps)}/s traced vs ${fmtRate(turns.untraced.rps)}/s untraced over ${turns.turns} turns of ${TURN_MS} ms each (by fifths: ${turns.tracing_cost_pct_by_fifth.join(', ')} %); main thread ${turns.traced.main_thread_us_per_request ?? '?'} vs ${turns.untraced.main_thread_us_per_request ?? '?'} µs per request; ${turns.spans_dropped} spans dropped`,
+  );
+
   say(
     `  latency: \`streamscore run\` in its own process; ${LOAD_LEVELS.map((p) => `${p} %`).join(', ')} of ${fmtRate(ss.result.rps)}/s, ${bench.options.loadSeconds} s each…`,
   );
@@ -1715,19 +1993,10 @@ async function benchModel(
     exactly_once_cost_pct: round((1 - eos.result.rps / ss.result.rps) * 100, 1),
     streamscore_rounds_rps: untracedRuns.map((r) => round(r.result.rps)),
     streamscore_warm_up_rps: round(warmUp.result.rps),
-    streamscore_traced_rps: round(traced.result.rps),
-    streamscore_traced_rounds_rps: tracedRuns.map((r) => round(r.result.rps)),
-    tracing_cost_pct: round((1 - traced.result.rps / ss.result.rps) * 100, 1),
-    tracing_cost_pct_paired_rounds: pairedCosts,
-    tracing_cost_pct_paired_median: [...pairedCosts].sort((a, b) => a - b)[
-      Math.floor(pairedCosts.length / 2)
-    ]!,
+    tracing_cost_pct: turns.tracing_cost_pct,
+    tracing: turns,
     batch_size_pinned: pinned,
     main_thread_us_per_request_rounds: untracedRuns.map((r) => r.result.main_thread_us_per_request),
-    traced_main_thread_us_per_request_rounds: tracedRuns.map(
-      (r) => r.result.main_thread_us_per_request,
-    ),
-    ...mainThreadCost(untracedRuns, tracedRuns),
     streamscore_traced_jaeger_rps: tracedJaeger ? round(tracedJaeger.result.rps) : null,
     tracing_jaeger_cost_pct: tracedJaeger
       ? round((1 - tracedJaeger.result.rps / ss.result.rps) * 100, 1)
@@ -1754,7 +2023,6 @@ async function benchModel(
       naive: roundThroughput(naive),
       streamscore: roundThroughput(ss.result),
       streamscore_exactly_once: roundThroughput(eos.result),
-      streamscore_traced: roundThroughput(traced.result),
       ...(tracedJaeger ? { streamscore_traced_jaeger: roundThroughput(tracedJaeger.result) } : {}),
     },
     latency: lat.loads,
@@ -1781,27 +2049,6 @@ async function benchModel(
     lat.worker.batch_size ?? ss.result.batch_size_limit ?? ss.config.batching.maxBatchSize,
   );
   return report;
-}
-
-/** Median traced − median untraced main-thread CPU per request (null without the statistics). */
-function mainThreadCost(
-  untraced: { result: StreamscoreThroughput }[],
-  traced: { result: StreamscoreThroughput }[],
-): Pick<ModelReport, 'tracing_main_thread_us_per_request' | 'tracing_main_thread_cost_pct'> {
-  const median = (runs: { result: StreamscoreThroughput }[]): number | null => {
-    const values = runs.map((r) => r.result.main_thread_us_per_request);
-    if (values.some((v) => v === null)) return null;
-    return (values as number[]).sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-  };
-  const before = median(untraced);
-  const after = median(traced);
-  if (before === null || after === null) {
-    return { tracing_main_thread_us_per_request: null, tracing_main_thread_cost_pct: null };
-  }
-  return {
-    tracing_main_thread_us_per_request: round(after - before, 1),
-    tracing_main_thread_cost_pct: round(((after - before) / after) * 100, 1),
-  };
 }
 
 function roundThroughput<T extends Throughput>(t: T): T {
@@ -1925,12 +2172,12 @@ function printTable(r: ModelReport): void {
       fmtInt(rps),
       `${what}; cpu ${t.cpu_cores.bench} + broker ${t.cpu_cores.broker ?? '?'} + receiver ${t.cpu_cores.receiver ?? '?'} cores; ${t.spans_dropped ?? '?'} spans dropped`,
     );
-  if (r.streamscore_traced_rps !== null && r.phases.streamscore_traced) {
-    tracedRow(
-      'streamscore, tracing 100 %',
-      r.streamscore_traced_rps,
-      `spans over OTLP to a receiver that discards them: ${r.tracing_cost_pct} % below untraced; main thread +${r.tracing_main_thread_us_per_request ?? '?'} µs per request (${r.tracing_main_thread_cost_pct ?? '?'} % of its time)`,
-      r.phases.streamscore_traced,
+  const t = r.tracing;
+  if (t) {
+    row(
+      'tracing 100 %, taking turns',
+      `${r.tracing_cost_pct} %`,
+      `untraced and traced \`streamscore run\` in turns of ${t.turn_ms} ms (${t.turns} each): ${fmtInt(t.traced.rps)}/s traced vs ${fmtInt(t.untraced.rps)}/s; by fifths ${t.tracing_cost_pct_by_fifth.join(', ')} %; main thread ${t.traced.main_thread_us_per_request ?? '?'} vs ${t.untraced.main_thread_us_per_request ?? '?'} µs, process ${t.traced.process_us_per_request ?? '?'} vs ${t.untraced.process_us_per_request ?? '?'} µs per request; ${t.spans_dropped} spans dropped`,
     );
   }
   if (r.streamscore_traced_jaeger_rps && r.phases.streamscore_traced_jaeger) {
@@ -1981,13 +2228,13 @@ function printTable(r: ModelReport): void {
 /** Markdown summary, for bench/README.md and the project README. */
 function markdownTable(models: Record<string, ModelReport>): string {
   const lines = [
-    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | exactly-once (cost) | tracing 100 % (cost) | tracing 100 % into Jaeger on the same cores (cost) | p50 / p95 / p99 at 50 % load | worker peak RSS |',
+    '| model | I/O ceiling | compute ceiling (batch) | naive | streamscore | ÷ ceiling | ÷ naive | exactly-once (cost) | tracing 100 %, cost (traced vs untraced, taking turns) | tracing 100 % into Jaeger on the same cores (cost) | p50 / p95 / p99 at 50 % load | worker peak RSS |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of Object.values(models)) {
     const l = r.latency.find((x) => x.load_pct === 50)!;
     lines.push(
-      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${fmtInt(r.streamscore_exactly_once_rps)}/s (${r.exactly_once_cost_pct} %) | ${r.streamscore_traced_rps === null ? '—' : `${fmtInt(r.streamscore_traced_rps)}/s (${r.tracing_cost_pct} %)`} | ${r.streamscore_traced_jaeger_rps ? `${fmtInt(r.streamscore_traced_jaeger_rps)}/s (${r.tracing_jaeger_cost_pct} %)` : '—'} | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
+      `| ${r.title} | ${fmtInt(r.io_ceiling_rps)}/s | ${fmtInt(r.compute_ceiling_rps)}/s (${r.compute_best_batch}) | ${fmtInt(r.naive_rps)}/s | **${fmtInt(r.streamscore_rps)}/s** | ${r.ratio_vs_ceiling.toFixed(2)} | ${r.ratio_vs_naive.toFixed(1)} | ${fmtInt(r.streamscore_exactly_once_rps)}/s (${r.exactly_once_cost_pct} %) | ${r.tracing ? `${r.tracing_cost_pct} % (${fmtInt(r.tracing.traced.rps)} vs ${fmtInt(r.tracing.untraced.rps)}/s)` : '—'} | ${r.streamscore_traced_jaeger_rps ? `${fmtInt(r.streamscore_traced_jaeger_rps)}/s (${r.tracing_jaeger_cost_pct} %)` : '—'} | ${l.p50_ms} / ${l.p95_ms} / ${l.p99_ms} ms | ${r.peak_rss_mb} MB |`,
     );
   }
   return lines.join('\n');

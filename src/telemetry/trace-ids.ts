@@ -63,8 +63,36 @@ export function isZeroId(words: Int32Array, at: number, n: number): boolean {
   return true;
 }
 
-const TRACEPARENT_LENGTH = 55;
-const traceparentScratch = Buffer.from('00-' + '0'.repeat(32) + '-' + '0'.repeat(16) + '-00');
+/** Bytes of a version-00 traceparent: `00-<32 hex>-<16 hex>-<2 hex>`. */
+export const TRACEPARENT_LENGTH = 55;
+const DASH = 0x2d;
+const ZERO = 0x30;
+
+/**
+ * Writes a W3C traceparent (version 00) for this trace id and span id, sampled or not, into `out`
+ * at `pos` (TRACEPARENT_LENGTH bytes); returns the end.
+ */
+export function writeTraceparent(
+  out: Uint8Array,
+  pos: number,
+  words: Int32Array,
+  traceAt: number,
+  spanAt: number,
+  sampled: boolean,
+): number {
+  out[pos] = ZERO;
+  out[pos + 1] = ZERO;
+  out[pos + 2] = DASH;
+  let p = writeHexWords(out, pos + 3, words, traceAt, TRACE_ID_WORDS);
+  out[p++] = DASH;
+  p = writeHexWords(out, p, words, spanAt, SPAN_ID_WORDS);
+  out[p] = DASH;
+  out[p + 1] = ZERO;
+  out[p + 2] = sampled ? 0x31 : ZERO;
+  return p + 3;
+}
+
+const traceparentScratch = Buffer.alloc(TRACEPARENT_LENGTH);
 
 /** A W3C traceparent (version 00) for this trace id and span id, sampled or not. */
 export function traceparent(
@@ -73,11 +101,8 @@ export function traceparent(
   spanAt: number,
   sampled: boolean,
 ): string {
-  const out = traceparentScratch;
-  writeHexWords(out, 3, words, traceAt, TRACE_ID_WORDS);
-  writeHexWords(out, 36, words, spanAt, SPAN_ID_WORDS);
-  out[54] = sampled ? 0x31 : 0x30;
-  return out.toString('latin1', 0, TRACEPARENT_LENGTH);
+  writeTraceparent(traceparentScratch, 0, words, traceAt, spanAt, sampled);
+  return traceparentScratch.toString('latin1');
 }
 
 /**

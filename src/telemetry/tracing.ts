@@ -22,8 +22,9 @@ import {
   isZeroId,
   SPAN_ID_WORDS,
   TRACE_ID_WORDS,
-  traceparent,
+  TRACEPARENT_LENGTH,
   wordsToHex,
+  writeTraceparent,
 } from './trace-ids.js';
 import type {
   FromTraceThread,
@@ -273,6 +274,10 @@ export class RequestTracing {
     const linked: number[] = [];
     let topic: string | undefined;
     let mixed = false;
+    // The results' traceparent values, as bytes in one buffer per call: a view per result costs
+    // the producer less than a string per result, which it would turn back into these bytes.
+    let headerBytes: Buffer | undefined;
+    let headerEnd = 0;
     for (let i = 0; i < records.length; i++) {
       const slot = slotOf(records[i]!);
       const out = outs[i];
@@ -280,7 +285,17 @@ export class RequestTracing {
       const sampled = traces.sampled(slot);
       if (isResult(out.topic)) {
         const at = traces.idsAt(slot);
-        out.headers['traceparent'] = traceparent(traces.ids, at + ID.trace, at + ID.span, sampled);
+        headerBytes ??= Buffer.allocUnsafe(TRACEPARENT_LENGTH * (records.length - i));
+        const from = headerEnd;
+        headerEnd = writeTraceparent(
+          headerBytes,
+          from,
+          traces.ids,
+          at + ID.trace,
+          at + ID.span,
+          sampled,
+        );
+        out.headers['traceparent'] = headerBytes.subarray(from, headerEnd);
         const traceState = traces.traceStates[slot]!;
         if (traceState) out.headers['tracestate'] = traceState;
       }
