@@ -1,8 +1,10 @@
 /**
  * `npx tsx bench/record-encoding.ts`: what kafkajs's record encoder costs per result record, with
- * the worker's three result headers and with a fourth (`traceparent`, when tracing is on), as
- * patched by patches/kafkajs+2.2.4.patch (the module `npm ci` installs). The header objects are
- * built beforehand, so only the encoder is timed. Rounds alternate the two; medians are kept.
+ * the worker's three result headers and with a fourth (`traceparent`, when tracing is on) as a
+ * string or as bytes (a view into one buffer, as the worker writes it since a3c6c30), as patched
+ * by patches/kafkajs+2.2.4.patch (the module `npm ci` installs). The header objects are built
+ * beforehand, so only the encoder is timed; making the value (a 55-byte string from bytes, or a
+ * view of them) is timed apart. Rounds alternate the variants; medians are kept.
  *
  * Writes bench/results/record-encoding-latest.json.
  */
@@ -19,7 +21,7 @@ const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r
   timestampDelta: number;
   key: Buffer;
   value: Buffer;
-  headers: Record<string, string>;
+  headers: Record<string, string | Buffer>;
 }) => unknown;
 
 const RECORDS = 300_000;
@@ -39,7 +41,32 @@ const fourHeaders = Array.from({ length: VARIANTS }, (_, i) => ({
   traceparent: `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`,
 }));
 
-function usPerRecord(headers: Record<string, string>[]): number {
+const TRACEPARENT = 55;
+const traceparentBytes = Buffer.concat(
+  fourHeaders.map((h) => Buffer.from(h.traceparent, 'latin1')),
+);
+const fourHeadersBytes = fourHeaders.map((h, i) => ({
+  ...h,
+  traceparent: traceparentBytes.subarray(i * TRACEPARENT, (i + 1) * TRACEPARENT),
+}));
+
+/** µs to make each traceparent value from its bytes: a string (latin1) or a view. */
+function usPerValue(asString: boolean): number {
+  let keep = 0;
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < RECORDS; i++) {
+    const at = (i % VARIANTS) * TRACEPARENT;
+    const made = asString
+      ? traceparentBytes.toString('latin1', at, at + TRACEPARENT)
+      : traceparentBytes.subarray(at, at + TRACEPARENT);
+    keep += made.length;
+  }
+  const us = Number(process.hrtime.bigint() - start) / 1000 / RECORDS;
+  if (keep !== RECORDS * TRACEPARENT) throw new Error('unexpected length');
+  return us;
+}
+
+function usPerRecord(headers: Record<string, string | Buffer>[]): number {
   const start = process.hrtime.bigint();
   for (let i = 0; i < RECORDS; i++) {
     encodeRecord({
@@ -56,30 +83,48 @@ function usPerRecord(headers: Record<string, string>[]): number {
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const three: number[] = [];
 const four: number[] = [];
+const fourBytes: number[] = [];
+const makeString: number[] = [];
+const makeView: number[] = [];
 usPerRecord(threeHeaders); // warm-up
 usPerRecord(fourHeaders);
+usPerRecord(fourHeadersBytes);
+usPerValue(true);
+usPerValue(false);
 for (let round = 0; round < ROUNDS; round++) {
   three.push(usPerRecord(threeHeaders));
   four.push(usPerRecord(fourHeaders));
+  fourBytes.push(usPerRecord(fourHeadersBytes));
+  makeString.push(usPerValue(true));
+  makeView.push(usPerValue(false));
 }
+const us = (x: number): number => Number(x.toFixed(3));
 const report = {
   date: new Date().toISOString(),
   node: process.version,
   cpu: os.cpus()[0]?.model ?? 'unknown',
   records_per_round: RECORDS,
   rounds: ROUNDS,
-  us_per_record_three_headers: Number(median(three).toFixed(2)),
-  us_per_record_four_headers: Number(median(four).toFixed(2)),
-  us_for_traceparent: Number((median(four) - median(three)).toFixed(2)),
+  us_per_record_three_headers: us(median(three)),
+  us_per_record_four_headers: us(median(four)),
+  us_per_record_four_headers_traceparent_bytes: us(median(fourBytes)),
+  us_for_traceparent: us(median(four) - median(three)),
+  us_for_traceparent_bytes: us(median(fourBytes) - median(three)),
+  us_to_make_traceparent_string: us(median(makeString)),
+  us_to_make_traceparent_view: us(median(makeView)),
   rounds_us: {
-    three_headers: three.map((x) => Number(x.toFixed(2))),
-    four_headers: four.map((x) => Number(x.toFixed(2))),
+    three_headers: three.map(us),
+    four_headers: four.map(us),
+    four_headers_traceparent_bytes: fourBytes.map(us),
+    make_string: makeString.map(us),
+    make_view: makeView.map(us),
   },
 };
 console.log(
   `kafkajs record encoder (patched), µs per result record, median of ${ROUNDS} × ${RECORDS}: ` +
     `3 headers ${report.us_per_record_three_headers}, 4 headers ${report.us_per_record_four_headers} ` +
-    `(traceparent +${report.us_for_traceparent})`,
+    `(traceparent as a string +${report.us_for_traceparent}; as bytes +${report.us_for_traceparent_bytes}); ` +
+    `making the value: string ${report.us_to_make_traceparent_string}, view ${report.us_to_make_traceparent_view}`,
 );
 const out = path.resolve(
   path.dirname(fileURLToPath(import.meta.url)),
