@@ -5,8 +5,17 @@ export interface Clock {
   setTimer(ms: number, fn: () => void): () => void;
 }
 
+/**
+ * The process's start in epoch ms: constant, read once. `performance.timeOrigin` is a getter that
+ * calls into C++ each time (~30 ns of the ~80 ns a reading took on this machine).
+ */
+const TIME_ORIGIN = performance.timeOrigin;
+
+/** Wall-clock time in fractional epoch milliseconds, monotonic within the process. */
+export const epochNow = (): number => TIME_ORIGIN + performance.now();
+
 export const systemClock: Clock = {
-  now: () => performance.timeOrigin + performance.now(),
+  now: epochNow,
   setTimer(ms, fn) {
     const timer = setTimeout(fn, ms);
     return () => clearTimeout(timer);

@@ -1,6 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import { TraceFlags, type MeterProvider } from '@opentelemetry/api';
 import { parseTraceParent } from '@opentelemetry/core';
+import { epochNow } from '../batching/clock.js';
 import type { StreamscoreConfig } from '../config/schema.js';
 import type { InboundRecord, OutboundRecord } from '../kafka/types.js';
 import { startModuleThread } from '../util/thread.js';
@@ -101,9 +102,6 @@ export function startTracing(
 const slotOf = (record: InboundRecord): number | undefined => record.trace as number | undefined;
 
 const SAMPLED = TraceFlags.SAMPLED;
-
-/** Wall-clock time in fractional milliseconds, monotonic within the process. */
-const epochNow = (): number => performance.timeOrigin + performance.now();
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;
 
