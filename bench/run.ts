@@ -806,15 +806,7 @@ interface TraceReceiver {
 /** Spans the worker dropped, from its /metrics (otel_sdk_processor_span_processed_total). */
 async function droppedSpans(service: Service): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${service.http!.port}/metrics`)).text();
-  let dropped = 0;
-  for (const line of text.split('\n')) {
-    if (
-      line.startsWith('otel_sdk_processor_span_processed_total{') &&
-      line.includes('error_type="queue_full"')
-    )
-      dropped += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return dropped;
+  return metricSum(text, 'otel_sdk_processor_span_processed_total', 'error_type="queue_full"');
 }
 
 /**
