@@ -123,10 +123,11 @@ const T_INFERENCE = 3;
 const T_OFFSET = 4;
 const T_PARTITION = 5;
 const TIMES = 6;
-/** One more id word in flight: flags. */
+/** One more id word in flight: flags (bit 0: sampled) and, above them, the send (see setSend). */
 const FLAGS = ID_WORDS;
 const WORDS_IN_FLIGHT = ID_WORDS + 1;
 const SAMPLED = 1;
+const SEND_SHIFT = 1;
 
 /** A group span still waiting for the last of its requests to be answered. */
 export interface OpenGroup extends GroupSpanRecord {
@@ -145,8 +146,11 @@ export class InFlightTraces {
   readonly topics: string[] = [];
   readonly requestIds: string[] = [];
   readonly traceStates: string[] = [];
-  /** The `send` span the slot's answer went out with. */
-  readonly sends: (OpenGroup | undefined)[] = [];
+  /**
+   * Bumped each time a slot is closed: a batch that noted (slot, generation) knows whether the
+   * slot still holds the same request when the model returns.
+   */
+  generations: Int32Array;
   private free: Int32Array;
   private freeCount: number;
   private capacity: number;
@@ -155,6 +159,7 @@ export class InFlightTraces {
     this.capacity = initialCapacity;
     this.times = new Float64Array(initialCapacity * TIMES);
     this.ids = new Int32Array(initialCapacity * WORDS_IN_FLIGHT);
+    this.generations = new Int32Array(initialCapacity);
     this.free = new Int32Array(initialCapacity);
     for (let i = 0; i < initialCapacity; i++) this.free[i] = initialCapacity - 1 - i;
     this.freeCount = initialCapacity;
@@ -190,16 +195,14 @@ export class InFlightTraces {
     this.topics[slot] = topic;
     this.requestIds[slot] = '';
     this.traceStates[slot] = traceState;
-    this.sends[slot] = undefined;
     return slot;
   }
 
-  /** The slot is free again; what it referenced is let go. */
+  /** The slot is free again; the strings it held are let go. */
   close(slot: number): void {
-    this.topics[slot] = '';
-    this.sends[slot] = undefined;
     this.requestIds[slot] = '';
     this.traceStates[slot] = '';
+    this.generations[slot] = (this.generations[slot]! + 1) | 0;
     this.free[this.freeCount++] = slot;
   }
 
@@ -215,6 +218,20 @@ export class InFlightTraces {
   setSampled(slot: number, sampled: boolean): void {
     const w = slot * WORDS_IN_FLIGHT + FLAGS;
     this.ids[w] = sampled ? this.ids[w]! | SAMPLED : this.ids[w]! & ~SAMPLED;
+  }
+
+  /**
+   * The answer went out with the send span that the caller keeps at `ref` (≥ 0), as a number so
+   * that the slot holds no object.
+   */
+  setSend(slot: number, ref: number): void {
+    const w = slot * WORDS_IN_FLIGHT + FLAGS;
+    this.ids[w] = (this.ids[w]! & SAMPLED) | ((ref + 1) << SEND_SHIFT);
+  }
+
+  /** The send span's `ref` given to setSend; -1: none. */
+  sendOf(slot: number): number {
+    return (this.ids[slot * WORDS_IN_FLIGHT + FLAGS]! >>> SEND_SHIFT) - 1;
   }
 
   /** The wait ends as the batch starts. */
@@ -244,10 +261,13 @@ export class InFlightTraces {
     times.set(this.times);
     const ids = new Int32Array(capacity * WORDS_IN_FLIGHT);
     ids.set(this.ids);
+    const generations = new Int32Array(capacity);
+    generations.set(this.generations);
     const free = new Int32Array(capacity);
     for (let i = 0; i < capacity - old; i++) free[i] = capacity - 1 - i;
     this.times = times;
     this.ids = ids;
+    this.generations = generations;
     this.free = free;
     this.freeCount = capacity - old;
     this.capacity = capacity;
@@ -309,7 +329,7 @@ export class SpanRecordWriter {
     const n = i * NUMBERS;
     table.readTimes(slot, this.numbers, n);
     this.numbers[n + N.end] = end;
-    this.numbers[n + N.outcome] = OUTCOMES.indexOf(outcome);
+    this.numbers[n + N.outcome] = outcome === 'result' ? 0 : OUTCOMES.indexOf(outcome);
     this.numbers[n + N.topic] = this.topicOf(table.topics[slot]!);
     const from = table.idsAt(slot);
     const ids = this.ids;

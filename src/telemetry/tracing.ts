@@ -119,6 +119,11 @@ const round = (ms: number): number => Math.round(ms * 100) / 100;
 export class RequestTracing {
   private readonly traces = new InFlightTraces();
   private readonly ids = new IdWordPool();
+  /** Send spans waiting for the last of their requests, by the ref their slots hold (setSend). */
+  private readonly openSends: (OpenGroup | undefined)[] = [];
+  private readonly freeSendRefs: number[] = [];
+  /** The sampled slots of one sending() call (reused: a call never outlives itself). */
+  private linked = new Int32Array(256);
   /**
    * A request that starts a trace is kept when its trace id hashes below this (the SDK's
    * TraceIdRatioBased bound); none at 100 %: every one is kept.
@@ -210,27 +215,36 @@ export class RequestTracing {
     receivedAt: readonly number[],
   ): (inferredAt: number, error?: Error) => void {
     const traces = this.traces;
-    const sampled: InboundRecord[] = [];
+    // Slots and their generations, not the records: a slot whose generation changed by the time
+    // the model returns was given up meanwhile (and maybe reused) and is left out.
+    let slots: Int32Array | undefined;
+    let generations: Int32Array | undefined;
+    let count = 0;
     for (let i = 0; i < records.length; i++) {
       const slot = slotOf(records[i]!);
       if (slot === undefined || !traces.sampled(slot)) continue;
       // Known now: the wait ends as the batch starts.
       traces.setBatchWait(slot, round(startedAt - receivedAt[i]!));
-      sampled.push(records[i]!);
+      if (!slots) {
+        slots = new Int32Array(records.length - i);
+        generations = new Int32Array(records.length - i);
+      }
+      slots[count] = slot;
+      generations![count++] = traces.generations[slot]!;
     }
-    if (sampled.length === 0) return noop;
+    if (count === 0) return noop;
     const ids = new Int32Array(GROUP_ID_WORDS);
     this.ids.draw(ids, 0, TRACE_ID_WORDS);
     this.ids.draw(ids, TRACE_ID_WORDS, SPAN_ID_WORDS);
     const start = epochNow();
     return (inferredAt, error) => {
       const inferenceMs = round(inferredAt - startedAt);
-      const links = new Int32Array(sampled.length * GROUP_ID_WORDS);
+      const links = new Int32Array(count * GROUP_ID_WORDS);
+      const current = traces.generations;
       let linked = 0;
-      for (const record of sampled) {
-        // A request given up meanwhile (its slot freed, maybe reused) is left out.
-        const slot = slotOf(record);
-        if (slot === undefined) continue;
+      for (let k = 0; k < count; k++) {
+        const slot = slots![k]!;
+        if (current[slot] !== generations![k]) continue;
         traces.setInference(slot, ids, TRACE_ID_WORDS, inferenceMs);
         traces.copyLink(slot, links, linked++ * GROUP_ID_WORDS);
       }
@@ -246,7 +260,7 @@ export class RequestTracing {
           [SPAN_ATTRIBUTE.backend]: model.backend,
           [SPAN_ATTRIBUTE.batchSize]: records.length,
         },
-        links: linked === sampled.length ? links : links.slice(0, linked * GROUP_ID_WORDS),
+        links: linked === count ? links : links.slice(0, linked * GROUP_ID_WORDS),
         error: error?.message ?? '',
       });
     };
@@ -264,12 +278,11 @@ export class RequestTracing {
     /** Result topics (a dead letter is not a result); a string names the only one. */
     resultTopics: string | ReadonlySet<string>,
   ): void {
-    const isResult =
-      typeof resultTopics === 'string'
-        ? (topic: string) => topic === resultTopics
-        : (topic: string) => resultTopics.has(topic);
+    const onlyResultTopic = typeof resultTopics === 'string' ? resultTopics : undefined;
     const traces = this.traces;
-    const linked: number[] = [];
+    if (this.linked.length < records.length) this.linked = new Int32Array(records.length);
+    const linked = this.linked;
+    let count = 0;
     let topic: string | undefined;
     let mixed = false;
     // The results' traceparent values, as bytes in one buffer per call: a view per result costs
@@ -281,7 +294,11 @@ export class RequestTracing {
       const out = outs[i];
       if (slot === undefined || !out) continue;
       const sampled = traces.sampled(slot);
-      if (isResult(out.topic)) {
+      const isResult =
+        onlyResultTopic !== undefined
+          ? out.topic === onlyResultTopic
+          : (resultTopics as ReadonlySet<string>).has(out.topic);
+      if (isResult) {
         const at = traces.idsAt(slot);
         headerBytes ??= Buffer.allocUnsafe(TRACEPARENT_LENGTH * (records.length - i));
         const from = headerEnd;
@@ -298,35 +315,53 @@ export class RequestTracing {
         if (traceState) out.headers['tracestate'] = traceState;
       }
       if (!sampled) continue;
-      linked.push(slot);
+      linked[count++] = slot;
       if (topic === undefined) topic = out.topic;
       else if (topic !== out.topic) mixed = true;
     }
-    if (linked.length === 0) return;
+    if (count === 0) return;
     const ids = new Int32Array(GROUP_ID_WORDS);
     this.ids.draw(ids, 0, TRACE_ID_WORDS);
     this.ids.draw(ids, TRACE_ID_WORDS, SPAN_ID_WORDS);
-    const links = new Int32Array(linked.length * GROUP_ID_WORDS);
-    for (let i = 0; i < linked.length; i++) traces.copyLink(linked[i]!, links, i * GROUP_ID_WORDS);
+    const links = new Int32Array(count * GROUP_ID_WORDS);
+    for (let k = 0; k < count; k++) traces.copyLink(linked[k]!, links, k * GROUP_ID_WORDS);
     // Answers of one batch mostly share a topic; a mix (results and dead letters) names none.
     const single = mixed ? undefined : topic;
+    const start = epochNow();
     const send: OpenGroup = {
       kind: 'send',
       name: single ? `send ${single}` : 'send',
       ids,
-      start: epochNow(),
+      start,
       end: Number.NaN,
       attributes: {
         'messaging.system': 'kafka',
         'messaging.operation.type': 'send',
-        'messaging.batch.message_count': linked.length,
+        'messaging.batch.message_count': count,
         ...(single ? { 'messaging.destination.name': single } : {}),
       },
       links,
       error: '',
-      open: linked.length,
+      open: count,
     };
-    for (const slot of linked) traces.sends[slot] = send;
+    const ref = this.freeSendRefs.pop() ?? this.openSends.length;
+    this.openSends[ref] = send;
+    for (let k = 0; k < count; k++) {
+      const slot = linked[k]!;
+      // Sent again before it was answered: the earlier send no longer waits for it.
+      if (traces.sendOf(slot) >= 0) this.sendEnded(traces.sendOf(slot), start);
+      traces.setSend(slot, ref);
+    }
+  }
+
+  /** One of the send's requests is done; the last one ends the span at `at`. */
+  private sendEnded(ref: number, at: number): void {
+    const send = this.openSends[ref];
+    if (!send || --send.open > 0) return;
+    send.end = at;
+    this.spans.group(send);
+    this.openSends[ref] = undefined;
+    this.freeSendRefs.push(ref);
   }
 
   /** The answer is acknowledged (or committed): the request's spans end. */
@@ -354,11 +389,8 @@ export class RequestTracing {
       // The row is copied now: the slot is reused once closed.
       this.spans.room().addInFlight(traces, slot, end, outcome, errorCode, abandonReason);
       this.spans.added();
-      const send = traces.sends[slot];
-      if (send && --send.open === 0) {
-        send.end = end;
-        this.spans.group(send);
-      }
+      const ref = traces.sendOf(slot);
+      if (ref >= 0) this.sendEnded(ref, end);
     }
     traces.close(slot);
   }

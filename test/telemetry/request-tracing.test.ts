@@ -288,6 +288,42 @@ describe('RequestTracing on its own', () => {
     expect(byOffset(1).attributes[SPAN_ATTRIBUTE.outcome]).toBe('abandoned');
   });
 
+  it('ends each send span with the last of its requests, also for a request sent again before its answer', () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter);
+    const [a, b, c] = [0, 1, 2].map((i) => request(i, [1]));
+    const out = () => ({ topic: 'results', key: null, value: Buffer.alloc(0), headers: {} });
+    for (const r of [a!, b!, c!]) tracing.received(r);
+    tracing.sending([a!, b!], [out(), out()], 'results');
+    // b goes out again before anything was acknowledged: the first send stops waiting for it.
+    tracing.sending([b!, c!], [out(), out()], 'results');
+    const sends = () => exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.PRODUCER);
+    expect(sends()).toEqual([]);
+    tracing.answered(a!, 'result');
+    expect(sends().map((s) => s.attributes['messaging.batch.message_count'])).toEqual([2]);
+    tracing.answered(b!, 'result');
+    expect(sends()).toHaveLength(1);
+    tracing.answered(c!, 'result');
+    expect(sends().map((s) => s.attributes['messaging.batch.message_count'])).toEqual([2, 2]);
+    const spanOf = (offset: number) =>
+      exporter
+        .getFinishedSpans()
+        .find((s) => s.attributes['messaging.kafka.offset'] === offset)!
+        .spanContext().spanId;
+    expect(
+      sends()[1]!
+        .links.map((l) => l.context.spanId)
+        .sort(),
+    ).toEqual([spanOf(1), spanOf(2)].sort());
+    // A later send takes a freed place and ends on its own.
+    const d = request(3, [1]);
+    tracing.received(d);
+    tracing.sending([d], [out()], 'results');
+    tracing.answered(d, 'result');
+    expect(sends()).toHaveLength(3);
+    expect(tracing.inFlight).toBe(0);
+  });
+
   it('ends an abandoned request span with the reason as an event', () => {
     const exporter = new InMemorySpanExporter();
     const tracing = tracingInto(exporter);

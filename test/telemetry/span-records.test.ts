@@ -142,12 +142,33 @@ describe('in-flight traces', () => {
     expect(traces.live).toBe(0);
   });
 
-  it('keep the sampling decision per slot', () => {
+  it('keep the sampling decision and the send per slot, apart', () => {
     const traces = new InFlightTraces(1);
     const slot = traces.open('t', 0, 0, 0, 0, '');
+    expect(traces.sendOf(slot)).toBe(-1);
     traces.setSampled(slot, false);
+    traces.setSend(slot, 41);
     expect(traces.sampled(slot)).toBe(false);
+    expect(traces.sendOf(slot)).toBe(41);
     traces.setSampled(slot, true);
     expect(traces.sampled(slot)).toBe(true);
+    expect(traces.sendOf(slot)).toBe(41);
+    traces.setSend(slot, 0);
+    expect(traces.sendOf(slot)).toBe(0);
+  });
+
+  it('mark a slot reused: its generation moves on close, and a reopened slot has no send', () => {
+    const traces = new InFlightTraces(1);
+    const slot = traces.open('t', 0, 0, 0, 0, '');
+    const before = traces.generations[slot];
+    traces.setSend(slot, 3);
+    traces.close(slot);
+    expect(traces.open('t', 0, 1, 0, 0, '')).toBe(slot);
+    expect(traces.generations[slot]).not.toBe(before);
+    expect(traces.sendOf(slot)).toBe(-1);
+    // Growing keeps the generations of the slots open.
+    const generation = traces.generations[slot];
+    traces.open('t', 0, 2, 0, 0, '');
+    expect(traces.generations[slot]).toBe(generation);
   });
 });
