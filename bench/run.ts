@@ -1330,6 +1330,11 @@ interface TurnsSide {
   main_thread_us_per_request: number | null;
   /** CPU of the whole worker process (every thread: tracing, GC, libuv) per request, µs. */
   process_us_per_request: number | null;
+  /**
+   * CPU of the broker during this side's turns per request, µs: what its reads, its results (with
+   * their headers) and its commits cost the broker, which shares this machine's cores.
+   */
+  broker_us_per_request: number | null;
 }
 
 /** The tracing cost, measured by an untraced and a traced worker taking turns on the machine. */
@@ -1365,6 +1370,8 @@ interface TurnReading {
   answered: number;
   mainThreadSeconds: number | null;
   processSeconds: number | null;
+  /** The broker's CPU seconds as the turn began, at the reading, and as it ended. */
+  broker: { began: number | null; read: number | null; ended: number | null };
 }
 
 /** CPU seconds of one thread of a process (/proc/<pid>/task/<tid>/schedstat); null elsewhere. */
@@ -1445,7 +1452,11 @@ async function tracingTurns(
   const scrapeMs = new Map<WorkerProcess, number>();
   const read = async (
     worker: WorkerProcess,
-  ): Promise<Pick<TurnReading, 'answered' | 'read' | 'mainThreadSeconds' | 'processSeconds'>> => {
+  ): Promise<
+    Pick<TurnReading, 'answered' | 'read' | 'mainThreadSeconds' | 'processSeconds'> & {
+      brokerRead: number | null;
+    }
+  > => {
     const asked = now();
     const text = await (await fetch(`http://127.0.0.1:${worker.httpPort()}/metrics`)).text();
     const read = now();
@@ -1457,6 +1468,7 @@ async function tracingTurns(
         metricSum(text, 'streamscore_records_dead_lettered_total'),
       mainThreadSeconds: procThreadCpuSeconds(worker.pid, worker.pid),
       processSeconds: procCpuSeconds(worker.pid),
+      brokerRead: procCpuSeconds(bench.broker?.pid),
     };
   };
 
@@ -1485,12 +1497,17 @@ async function tracingTurns(
     for (let turn = 0; ; turn++) {
       for (const side of sides) {
         const worker = side.worker!;
+        const brokerBegan = procCpuSeconds(bench.broker?.pid);
         worker.signal('SIGCONT');
         const began = now();
         await sleep(TURN_MS);
-        const reading = await read(worker);
+        const { brokerRead, ...reading } = await read(worker);
         worker.signal('SIGSTOP');
-        side.readings.push({ began, ended: now(), ...reading });
+        const ended = now();
+        const broker = { began: brokerBegan, read: brokerRead, ended: null as number | null };
+        side.readings.push({ began, ended, broker, ...reading });
+        // Read after the stop (the broker may still finish this side's last requests).
+        broker.ended = procCpuSeconds(bench.broker?.pid);
       }
       const answered = sides.map((side) => side.readings.at(-1)!.answered);
       if (measuredFrom < 0 && answered.every((a) => a >= warmed)) {
@@ -1537,11 +1554,20 @@ async function tracingTurns(
       const b = f(readings[to]!);
       return a === null || b === null ? null : b - a;
     };
+    // The broker serves both sides: only its CPU within this side's turns counts.
+    let broker: number | null = 0;
+    for (let k = from; k <= to && broker !== null; k++) {
+      const { began, read, ended } = readings[k]!.broker;
+      const first = k === from ? read : began;
+      const last = k === to ? read : ended;
+      broker = first === null || last === null ? null : broker + (last - first);
+    }
     return {
       records: delta((r) => r.answered)!,
       seconds: ms / 1000,
       main: delta((r) => r.mainThreadSeconds),
       cpu: delta((r) => r.processSeconds),
+      broker,
     };
   };
   const lastTurn = sides[0]!.readings.length - 1;
@@ -1554,6 +1580,7 @@ async function tracingTurns(
       rps: round(m.records / m.seconds),
       main_thread_us_per_request: us(m.main),
       process_us_per_request: us(m.cpu),
+      broker_us_per_request: us(m.broker),
     };
   };
   const cost = (from: number, to: number): number => {
@@ -1969,7 +1996,7 @@ async function benchModel(
 
   const turns = await tracingTurns(bench, spec, ss.result.rps, pinned);
   say(
-    `      tracing costs ${turns.tracing_cost_pct} %: ${fmtRate(turns.traced.rps)}/s traced vs ${fmtRate(turns.untraced.rps)}/s untraced over ${turns.turns} turns of ${TURN_MS} ms each (by fifths: ${turns.tracing_cost_pct_by_fifth.join(', ')} %); main thread ${turns.traced.main_thread_us_per_request ?? '?'} vs ${turns.untraced.main_thread_us_per_request ?? '?'} µs per request; ${turns.spans_dropped} spans dropped`,
+    `      tracing costs ${turns.tracing_cost_pct} %: ${fmtRate(turns.traced.rps)}/s traced vs ${fmtRate(turns.untraced.rps)}/s untraced over ${turns.turns} turns of ${TURN_MS} ms each (by fifths: ${turns.tracing_cost_pct_by_fifth.join(', ')} %); main thread ${turns.traced.main_thread_us_per_request ?? '?'} vs ${turns.untraced.main_thread_us_per_request ?? '?'} µs per request, process ${turns.traced.process_us_per_request ?? '?'} vs ${turns.untraced.process_us_per_request ?? '?'}, broker ${turns.traced.broker_us_per_request ?? '?'} vs ${turns.untraced.broker_us_per_request ?? '?'}, receiver ${turns.receiver_us_per_request ?? '?'}; ${turns.spans_dropped} spans dropped`,
   );
 
   say(
