@@ -23,7 +23,8 @@ COPY package.json package-lock.json ./
 # (the build runs explicitly below, once the sources are here) and the native TensorFlow
 # download of @tensorflow/tfjs-node-gpu, which only the runtime stage can use.
 RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts --no-audit --no-fund
-# The one patched dependency (patches/: kafkajs's record encoder, same bytes, fewer allocations),
+# The one patched dependency (patches/: kafkajs's record encoder, same bytes, fewer allocations;
+# its record batch checksum by crc-32, a regular dependency the runtime stage installs too),
 # applied here because --ignore-scripts skipped the postinstall that applies it; the runtime
 # stage copies the patched package.
 COPY patches ./patches
