@@ -329,7 +329,7 @@ export class SpanRecordWriter {
     const n = i * NUMBERS;
     table.readTimes(slot, this.numbers, n);
     this.numbers[n + N.end] = end;
-    this.numbers[n + N.outcome] = outcome === 'result' ? 0 : OUTCOMES.indexOf(outcome);
+    this.numbers[n + N.outcome] = OUTCOMES.indexOf(outcome);
     this.numbers[n + N.topic] = this.topicOf(table.topics[slot]!);
     const from = table.idsAt(slot);
     const ids = this.ids;

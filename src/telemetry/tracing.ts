@@ -349,7 +349,8 @@ export class RequestTracing {
     for (let k = 0; k < count; k++) {
       const slot = linked[k]!;
       // Sent again before it was answered: the earlier send no longer waits for it.
-      if (traces.sendOf(slot) >= 0) this.sendEnded(traces.sendOf(slot), start);
+      const earlier = traces.sendOf(slot);
+      if (earlier >= 0) this.sendEnded(earlier, start);
       traces.setSend(slot, ref);
     }
   }
