@@ -1452,11 +1452,7 @@ async function tracingTurns(
   const scrapeMs = new Map<WorkerProcess, number>();
   const read = async (
     worker: WorkerProcess,
-  ): Promise<
-    Pick<TurnReading, 'answered' | 'read' | 'mainThreadSeconds' | 'processSeconds'> & {
-      brokerRead: number | null;
-    }
-  > => {
+  ): Promise<Pick<TurnReading, 'answered' | 'read' | 'mainThreadSeconds' | 'processSeconds'>> => {
     const asked = now();
     const text = await (await fetch(`http://127.0.0.1:${worker.httpPort()}/metrics`)).text();
     const read = now();
@@ -1468,7 +1464,6 @@ async function tracingTurns(
         metricSum(text, 'streamscore_records_dead_lettered_total'),
       mainThreadSeconds: procThreadCpuSeconds(worker.pid, worker.pid),
       processSeconds: procCpuSeconds(worker.pid),
-      brokerRead: procCpuSeconds(bench.broker?.pid),
     };
   };
 
@@ -1501,13 +1496,21 @@ async function tracingTurns(
         worker.signal('SIGCONT');
         const began = now();
         await sleep(TURN_MS);
-        const { brokerRead, ...reading } = await read(worker);
+        const reading = await read(worker);
+        const brokerRead = procCpuSeconds(bench.broker?.pid);
         worker.signal('SIGSTOP');
         const ended = now();
-        const broker = { began: brokerBegan, read: brokerRead, ended: null as number | null };
-        side.readings.push({ began, ended, broker, ...reading });
-        // Read after the stop (the broker may still finish this side's last requests).
-        broker.ended = procCpuSeconds(bench.broker?.pid);
+        side.readings.push({
+          began,
+          ended,
+          ...reading,
+          // The last one after the stop: the broker may still finish this side's last requests.
+          broker: {
+            began: brokerBegan,
+            read: brokerRead,
+            ended: procCpuSeconds(bench.broker?.pid),
+          },
+        });
       }
       const answered = sides.map((side) => side.readings.at(-1)!.answered);
       if (measuredFrom < 0 && answered.every((a) => a >= warmed)) {
