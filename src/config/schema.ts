@@ -400,7 +400,7 @@ export const configSchema = z
           .boolean()
           .default(true)
           .describe(
-            'At warm-up, measure the model at batch sizes 1, 2, 4 … maxBatchSize and use the fastest one within latencyBudgetMs. false: use maxBatchSize.',
+            'At warm-up, measure the model at batch sizes 1, 2, 4 … maxBatchSize and use the largest one within latencyBudgetMs whose throughput is within 10 % of the best (a larger limit costs nothing at light load and lets the worker catch up under a backlog). false: use maxBatchSize.',
           ),
         latencyBudgetMs: z
           .number()

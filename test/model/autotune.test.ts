@@ -1,6 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { autotuneBatchSize, powersOfTwoUpTo } from '../../src/model/autotune.js';
+import {
+  autotuneBatchSize,
+  chooseFromTable,
+  powersOfTwoUpTo,
+  type AutotuneRow,
+} from '../../src/model/autotune.js';
 import type { TfjsModelRunner } from '../../src/model/tfjs-runner.js';
 import type { BatchOutputs, ModelInfo, PackedBatch } from '../../src/model/types.js';
 import { loadDigitsRunner } from './helpers.js';
@@ -32,6 +37,63 @@ function sleepingRunner(fixedMs: number, perExampleMs: number) {
   };
 }
 
+/**
+ * A runner whose batch of each size takes a fixed time on a clock of its own (`now`), so that
+ * throughputs are exact and the choice does not depend on this machine's timers.
+ */
+function clockedRunner(msBySize: Record<number, number>) {
+  let clock = 0;
+  return {
+    now: () => clock,
+    info: INFO,
+    async predict(batch: PackedBatch): Promise<BatchOutputs> {
+      const ms = msBySize[batch.size];
+      if (ms === undefined) throw new Error(`no time for batch size ${batch.size}`);
+      await Promise.resolve();
+      clock += ms;
+      return { y: new Float32Array(batch.size) };
+    },
+  };
+}
+
+const row = (batchSize: number, samplesPerSec: number, batchMs: number): AutotuneRow => ({
+  batchSize,
+  samplesPerSec,
+  batchMs,
+  batches: 5,
+});
+
+describe('chooseFromTable', () => {
+  it('takes the largest size within 10 % of the best throughput and within the budget', () => {
+    // A flat curve past 16, as the MLP's: 16 is the fastest by 1 %, 128 the largest near it.
+    const table = [
+      row(1, 7_000, 0.14),
+      row(8, 18_000, 0.44),
+      row(16, 20_000, 0.8),
+      row(32, 19_800, 1.6),
+      row(64, 19_000, 3.4),
+      row(128, 18_500, 6.9),
+      row(256, 20_000, 12.8),
+    ];
+    expect(chooseFromTable(table, 10)).toBe(128);
+    expect(chooseFromTable(table, 20)).toBe(256);
+    // Tolerance 0 is the fastest (the smaller of equals).
+    expect(chooseFromTable(table, 10, 0)).toBe(16);
+  });
+
+  it('does not take a larger size that is clearly slower', () => {
+    const table = [row(16, 10_000, 1.6), row(32, 8_500, 3.8), row(64, 9_500, 6.7)];
+    expect(chooseFromTable(table, 50)).toBe(64);
+    expect(chooseFromTable(table, 5)).toBe(16);
+    expect(chooseFromTable([row(16, 10_000, 1.6), row(32, 8_900, 3.6)], 50)).toBe(16);
+  });
+
+  it('falls back to the smallest size when none fits the budget', () => {
+    expect(chooseFromTable([row(8, 100, 80), row(4, 90, 44)], 10)).toBe(4);
+    expect(() => chooseFromTable([], 10)).toThrow(/empty/);
+  });
+});
+
 describe('autotuneBatchSize with a runner of known cost', () => {
   it('picks the largest batch whose batch time fits the budget', async () => {
     // 4 ms + 0.5 ms per example: 1 → 4.5, 16 → 12, 32 → 20, 64 → 36 ms per batch.
@@ -50,6 +112,31 @@ describe('autotuneBatchSize with a runner of known cost', () => {
       expect(row.samplesPerSec).toBeGreaterThan(0);
     }
     expect(runner.seen.maxInFlight).toBe(1);
+  });
+
+  it('measures each size and keeps the largest near the best, on exact batch times', async () => {
+    // Examples/s: 16 → 4,000 (the best), 32 → 3,810 (95 %), 64 → 3,556 (89 %); 128 is over budget.
+    const runner = clockedRunner({ 1: 1, 2: 1.5, 4: 2, 8: 3, 16: 4, 32: 8.4, 64: 18, 128: 40 });
+    const options = { maxBatchSize: 128, latencyBudgetMs: 30, minDurationMs: 0, now: runner.now };
+    const { chosen, table } = await autotuneBatchSize(runner, options);
+    expect(
+      table.map((r) => [r.batchSize, Math.round(r.samplesPerSec), Number(r.batchMs.toFixed(3))]),
+    ).toEqual([
+      [1, 1000, 1],
+      [2, 1333, 1.5],
+      [4, 2000, 2],
+      [8, 2667, 3],
+      [16, 4000, 4],
+      [32, 3810, 8.4],
+      [64, 3556, 18],
+      [128, 3200, 40],
+    ]);
+    expect(chosen).toBe(32);
+    expect((await autotuneBatchSize(runner, { ...options, tolerance: 0 })).chosen).toBe(16);
+    expect((await autotuneBatchSize(runner, { ...options, tolerance: 0.15 })).chosen).toBe(64);
+    await expect(autotuneBatchSize(runner, { ...options, tolerance: 1 })).rejects.toThrow(
+      /tolerance/,
+    );
   });
 
   it('falls back to the smallest candidate when no batch fits the budget', async () => {
