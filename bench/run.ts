@@ -1348,8 +1348,13 @@ interface TracingTurns {
   traced: TurnsSide;
   /** 1 − traced ÷ untraced rate over all measured turns, in percent. */
   tracing_cost_pct: number;
-  /** The same over each fifth of the measured turns, in order: how steady it was. */
+  /**
+   * The same over each fifth of each session's measured turns, in order (the untraced-first
+   * session's five, then the traced-first one's): how steady it was.
+   */
   tracing_cost_pct_by_fifth: number[];
+  /** Each session on its own: which worker started first, and the cost over its turns. */
+  sessions: { traced_started_first: boolean; tracing_cost_pct: number }[];
   /** CPU of the OTLP receiver (a discarding one) per traced request, µs. */
   receiver_us_per_request: number | null;
   /** Spans the traced worker dropped (its export queue full), from its /metrics. */
@@ -1359,6 +1364,13 @@ interface TracingTurns {
 }
 
 let tracingTurnsRuns = 0;
+
+/** "x % untraced first, y % traced first". */
+function fmtSessions(turns: TracingTurns): string {
+  return turns.sessions
+    .map((x) => `${x.tracing_cost_pct} % ${x.traced_started_first ? 'traced' : 'untraced'} first`)
+    .join(', ');
+}
 
 /** One reading of a worker, taken at the end of its turn, while it runs. */
 interface TurnReading {
@@ -1414,6 +1426,89 @@ async function tracingTurns(
   const seconds = bench.options.quick
     ? TURNS_SECONDS_PER_WORKER / 10
     : TURNS_SECONDS_PER_WORKER * bench.options.requests;
+  const sessions: TracingTurns[] = [];
+  for (const tracedFirst of [false, true]) {
+    // --quick: a few turns per session at least.
+    const each = bench.options.quick ? seconds : seconds / 2;
+    sessions.push(
+      await tracingTurnsSession(bench, spec, untracedRps, batchSize, tracedFirst, each),
+    );
+  }
+  return mergeTurnsSessions(sessions);
+}
+
+/**
+ * Both sides added up over the sessions that measured turns (a --quick one may have none); the
+ * cost from the pooled rates.
+ */
+function mergeTurnsSessions(all: TracingTurns[]): TracingTurns {
+  const measured = all.filter((t) => t.turns > 0);
+  const sessions = measured.length > 0 ? measured : all;
+  const sum = (f: (t: TracingTurns) => number): number =>
+    sessions.reduce((total, t) => total + f(t), 0);
+  /** A per-request figure over all sessions' requests (null if any session lacks it). */
+  const perRequest = (
+    records: (t: TracingTurns) => number,
+    value: (t: TracingTurns) => number | null,
+    digits: number,
+  ): number | null => {
+    if (sessions.some((t) => value(t) === null)) return null;
+    return round(sum((t) => value(t)! * records(t)) / sum(records), digits);
+  };
+  const side = (pick: (t: TracingTurns) => TurnsSide): TurnsSide => {
+    const records = sum((t) => pick(t).records);
+    const seconds = sum((t) => pick(t).seconds);
+    const per = (f: (s: TurnsSide) => number | null) =>
+      perRequest(
+        (t) => pick(t).records,
+        (t) => f(pick(t)),
+        1,
+      );
+    return {
+      records,
+      seconds: round(seconds, 2),
+      rps: round(records / seconds),
+      main_thread_us_per_request: per((s) => s.main_thread_us_per_request),
+      process_us_per_request: per((s) => s.process_us_per_request),
+      broker_us_per_request: per((s) => s.broker_us_per_request),
+    };
+  };
+  const untraced = side((t) => t.untraced);
+  const traced = side((t) => t.traced);
+  return {
+    requests: sum((t) => t.requests),
+    turn_ms: TURN_MS,
+    turns: sum((t) => t.turns),
+    untraced,
+    traced,
+    tracing_cost_pct: round((1 - traced.rps / untraced.rps) * 100, 1),
+    tracing_cost_pct_by_fifth: sessions.flatMap((t) => t.tracing_cost_pct_by_fifth),
+    sessions: all.flatMap((t) => t.sessions),
+    receiver_us_per_request: perRequest(
+      (t) => t.traced.records,
+      (t) => t.receiver_us_per_request,
+      2,
+    ),
+    spans_dropped: sum((t) => t.spans_dropped),
+    scrape_ms: [0, 1].map((i) => round(sum((t) => t.scrape_ms[i]!) / sessions.length, 1)) as [
+      number,
+      number,
+    ],
+  };
+}
+
+/**
+ * One session of the turns: both workers started (`tracedFirst`: the traced one first), turns
+ * until either has answered nine tenths of a topic of about `seconds` of work for each.
+ */
+async function tracingTurnsSession(
+  bench: Bench,
+  spec: BenchModelSpec,
+  untracedRps: number,
+  batchSize: number | null,
+  tracedFirst: boolean,
+  seconds: number,
+): Promise<TracingTurns> {
   // The measured eight tenths of the topic should take each worker about `seconds`.
   const count = Math.max(1000, Math.round((untracedRps * seconds) / 0.8));
   const base = `bench.${bench.runId}.${spec.name}.turns-${++tracingTurnsRuns}`;
@@ -1476,7 +1571,11 @@ async function tracingTurns(
   try {
     // Each starts, is stopped at once, and waits while the other starts: a start-up (tsx, model
     // load and warm-up) takes a core for seconds.
-    for (const side of sides) {
+    // Which one starts first matters: in seven A/A runs with the MLP (neither worker traced) the
+    // one started second answered 8–16 % faster in six; with the tabular model, 0.3 % slower and
+    // 2.6 % faster. The two sessions start them each way round; turns follow the start order.
+    const order = tracedFirst ? [sides[1]!, sides[0]!] : sides;
+    for (const side of order) {
       side.worker = await startWorkerProcess({
         ...workerEnv(bench, spec.name, side.topics).env,
         ...pinned,
@@ -1490,7 +1589,7 @@ async function tracingTurns(
     // Each worker's time is half the wall clock.
     const deadline = now() + 2 * phaseTimeoutMs(count);
     for (let turn = 0; ; turn++) {
-      for (const side of sides) {
+      for (const side of order) {
         const worker = side.worker!;
         const brokerBegan = procCpuSeconds(bench.broker?.pid);
         worker.signal('SIGCONT');
@@ -1607,6 +1706,9 @@ async function tracingTurns(
     traced,
     tracing_cost_pct: cost(measuredFrom, lastTurn),
     tracing_cost_pct_by_fifth: fifths,
+    sessions: [
+      { traced_started_first: tracedFirst, tracing_cost_pct: cost(measuredFrom, lastTurn) },
+    ],
     receiver_us_per_request:
       receiverCpu.before === null || receiverCpu.after === null
         ? null
@@ -1999,7 +2101,7 @@ async function benchModel(
 
   const turns = await tracingTurns(bench, spec, ss.result.rps, pinned);
   say(
-    `      tracing costs ${turns.tracing_cost_pct} %: ${fmtRate(turns.traced.rps)}/s traced vs ${fmtRate(turns.untraced.rps)}/s untraced over ${turns.turns} turns of ${TURN_MS} ms each (by fifths: ${turns.tracing_cost_pct_by_fifth.join(', ')} %); main thread ${turns.traced.main_thread_us_per_request ?? '?'} vs ${turns.untraced.main_thread_us_per_request ?? '?'} µs per request, process ${turns.traced.process_us_per_request ?? '?'} vs ${turns.untraced.process_us_per_request ?? '?'}, broker ${turns.traced.broker_us_per_request ?? '?'} vs ${turns.untraced.broker_us_per_request ?? '?'}, receiver ${turns.receiver_us_per_request ?? '?'}; ${turns.spans_dropped} spans dropped`,
+    `      tracing costs ${turns.tracing_cost_pct} %: ${fmtRate(turns.traced.rps)}/s traced vs ${fmtRate(turns.untraced.rps)}/s untraced over ${turns.turns} turns of ${TURN_MS} ms each (${fmtSessions(turns)}; by fifths: ${turns.tracing_cost_pct_by_fifth.join(', ')} %); main thread ${turns.traced.main_thread_us_per_request ?? '?'} vs ${turns.untraced.main_thread_us_per_request ?? '?'} µs per request, process ${turns.traced.process_us_per_request ?? '?'} vs ${turns.untraced.process_us_per_request ?? '?'}, broker ${turns.traced.broker_us_per_request ?? '?'} vs ${turns.untraced.broker_us_per_request ?? '?'}, receiver ${turns.receiver_us_per_request ?? '?'}; ${turns.spans_dropped} spans dropped`,
   );
 
   say(
@@ -2199,7 +2301,7 @@ function printTable(r: ModelReport): void {
     row(
       'tracing 100 %, taking turns',
       `${r.tracing_cost_pct} %`,
-      `untraced and traced \`streamscore run\` in turns of ${t.turn_ms} ms (${t.turns} each): ${fmtInt(t.traced.rps)}/s traced vs ${fmtInt(t.untraced.rps)}/s; by fifths ${t.tracing_cost_pct_by_fifth.join(', ')} %; main thread ${t.traced.main_thread_us_per_request ?? '?'} vs ${t.untraced.main_thread_us_per_request ?? '?'} µs, process ${t.traced.process_us_per_request ?? '?'} vs ${t.untraced.process_us_per_request ?? '?'} µs per request; ${t.spans_dropped} spans dropped`,
+      `untraced and traced \`streamscore run\` in turns of ${t.turn_ms} ms (${t.turns} each, ${fmtSessions(t)}): ${fmtInt(t.traced.rps)}/s traced vs ${fmtInt(t.untraced.rps)}/s; by fifths ${t.tracing_cost_pct_by_fifth.join(', ')} %; main thread ${t.traced.main_thread_us_per_request ?? '?'} vs ${t.untraced.main_thread_us_per_request ?? '?'} µs, process ${t.traced.process_us_per_request ?? '?'} vs ${t.untraced.process_us_per_request ?? '?'} µs per request; ${t.spans_dropped} spans dropped`,
     );
   }
   if (r.streamscore_traced_jaeger_rps && r.phases.streamscore_traced_jaeger) {
