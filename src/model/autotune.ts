@@ -62,6 +62,12 @@ const DEFAULT_MIN_DURATION_MS = 150;
 const DEFAULT_MIN_BATCHES = 5;
 const DEFAULT_TOLERANCE = 0.1;
 
+function checkTolerance(tolerance: number): void {
+  if (!(tolerance >= 0 && tolerance < 1)) {
+    throw new RangeError(`tolerance must be at least 0 and below 1, got ${tolerance}`);
+  }
+}
+
 function positiveInteger(name: string, value: number): void {
   if (!Number.isSafeInteger(value) || value < 1) {
     throw new RangeError(`${name} must be a positive integer, got ${value}`);
@@ -151,6 +157,7 @@ export function chooseFromTable(
   tolerance = DEFAULT_TOLERANCE,
 ): number {
   if (table.length === 0) throw new RangeError('the table must not be empty');
+  checkTolerance(tolerance);
   const within = table.filter((row) => row.batchMs <= latencyBudgetMs);
   if (within.length === 0) return Math.min(...table.map((row) => row.batchSize));
   const best = Math.max(...within.map((row) => row.samplesPerSec));
@@ -191,9 +198,7 @@ export async function autotuneBatchSize(
   }
 
   const tolerance = options.tolerance ?? DEFAULT_TOLERANCE;
-  if (!(tolerance >= 0 && tolerance < 1)) {
-    throw new RangeError(`tolerance must be at least 0 and below 1, got ${tolerance}`);
-  }
+  checkTolerance(tolerance);
   const random = options.random ?? Math.random;
   const now = options.now ?? (() => performance.now());
   const table: AutotuneRow[] = [];

@@ -91,6 +91,8 @@ describe('chooseFromTable', () => {
   it('falls back to the smallest size when none fits the budget', () => {
     expect(chooseFromTable([row(8, 100, 80), row(4, 90, 44)], 10)).toBe(4);
     expect(() => chooseFromTable([], 10)).toThrow(/empty/);
+    expect(() => chooseFromTable([row(8, 100, 1)], 10, -0.1)).toThrow(/tolerance/);
+    expect(() => chooseFromTable([row(8, 100, 1)], 10, Number.NaN)).toThrow(/tolerance/);
   });
 });
 
