@@ -77,7 +77,7 @@ describe('chooseFromTable', () => {
     ];
     expect(chooseFromTable(table, 10)).toBe(128);
     expect(chooseFromTable(table, 20)).toBe(256);
-    // Tolerance 0 is the fastest (the smaller of equals).
+    // Tolerance 0: the fastest (the old rule), here 16.
     expect(chooseFromTable(table, 10, 0)).toBe(16);
   });
 
