@@ -81,8 +81,12 @@ interface RatioResult {
   dropped_spans: number;
 }
 
+/** The requests' ids (made here: the worker has them decoded before tracing sees them). */
+const requestIds: string[] = [];
+
 function makeRequests(n: number): InboundRecord[] {
   const now = Date.now();
+  for (let i = requestIds.length; i < n; i++) requestIds.push(`req-${i}`);
   return Array.from({ length: n }, (_, i) => ({
     topic: 'requests',
     partition: i % 4,
@@ -128,9 +132,12 @@ async function drive(tracing: TracingHandle | undefined, requests: InboundRecord
   for (let b = 0; b < requests.length; b += BATCH) {
     const batch = requests.slice(b, b + BATCH);
     const receivedAt = batch.map(() => performance.now());
+    // As the worker: one clock reading for the records of a fetch, and one for the answers
+    // acknowledged together.
+    const readAt = t?.readAt();
     for (const [i, record] of batch.entries()) {
-      t?.received(record);
-      t?.identified(record, `req-${b + i}`);
+      t?.received(record, readAt);
+      t?.identified(record, requestIds[b + i]!);
     }
     const inferred = t?.batch(batch, model, performance.now(), receivedAt);
     inferred?.(performance.now());
@@ -141,7 +148,8 @@ async function drive(tracing: TracingHandle | undefined, requests: InboundRecord
       headers: {},
     }));
     t?.sending(batch, outs, 'results');
-    for (const record of batch) t?.answered(record, 'result');
+    const answeredAt = t?.now();
+    for (const record of batch) t?.answered(record, 'result', '', answeredAt);
     // The worker awaits between batches too: timers (the hand-over) get their turn.
     await yieldToLoop();
     // This loop outruns any worker: waiting (off the CPU) for the thread to catch up keeps

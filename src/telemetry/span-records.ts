@@ -190,8 +190,10 @@ export class InFlightTraces {
     times[t + T_OFFSET] = offset;
     times[t + T_PARTITION] = partition;
     const w = slot * WORDS_IN_FLIGHT;
-    this.ids.fill(0, w, w + ID_WORDS);
-    this.ids[w + FLAGS] = SAMPLED;
+    const ids = this.ids;
+    // Stores, not ids.fill: a builtin call costs more than ten words.
+    for (let k = 0; k < ID_WORDS; k++) ids[w + k] = 0;
+    ids[w + FLAGS] = SAMPLED;
     this.topics[slot] = topic;
     this.requestIds[slot] = '';
     this.traceStates[slot] = traceState;

@@ -14,8 +14,10 @@ import { randomFillSync } from 'node:crypto';
 export const TRACE_ID_WORDS = 4;
 export const SPAN_ID_WORDS = 2;
 
-/** '0'–'9', 'a'–'f' by nibble. */
-const HEX_DIGITS = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
+/** Two hex digits ('00'–'ff') per byte value: byte b's are at 2b and 2b + 1. */
+const HEX_PAIRS = Uint8Array.from({ length: 512 }, (_, i) =>
+  '0123456789abcdef'.charCodeAt(i & 1 ? (i >>> 1) & 15 : i >>> 5),
+);
 
 /** Writes words `at`…`at + n` of `words` as lowercase hex into `out` from `pos`; returns the end. */
 export function writeHexWords(
@@ -25,9 +27,14 @@ export function writeHexWords(
   at: number,
   n: number,
 ): number {
+  // A byte per lookup, not a nibble: a result's traceparent is 24 bytes of hex per request.
   for (let k = 0; k < n; k++) {
     const word = words[at + k]!;
-    for (let shift = 28; shift >= 0; shift -= 4) out[pos++] = HEX_DIGITS[(word >>> shift) & 15]!;
+    for (let shift = 24; shift >= 0; shift -= 8) {
+      const pair = ((word >>> shift) & 0xff) << 1;
+      out[pos++] = HEX_PAIRS[pair]!;
+      out[pos++] = HEX_PAIRS[pair + 1]!;
+    }
   }
   return pos;
 }
@@ -114,14 +121,30 @@ export class IdWordPool {
   private readonly pool = new Int32Array(2048);
   private next = this.pool.length;
 
+  /** `fill` refills the pool (tests give their own). */
+  constructor(private readonly fill: (pool: Int32Array) => void = randomFillSync) {}
+
   /** Writes a new id of `n` words into `out` at `at`. */
   draw(out: Int32Array, at: number, n: number): void {
-    do {
-      if (this.next + n > this.pool.length) {
-        randomFillSync(this.pool);
-        this.next = 0;
-      }
-      for (let k = 0; k < n; k++) out[at + k] = this.pool[this.next++]!;
-    } while (isZeroId(out, at, n));
+    do this.take(out, at, n);
+    while (isZeroId(out, at, n));
+  }
+
+  /**
+   * A new trace id and span id, which sit next to each other from `at` (TRACE_ID_WORDS then
+   * SPAN_ID_WORDS words), in one draw; neither is all zero.
+   */
+  drawTraceAndSpan(out: Int32Array, at: number): void {
+    do this.take(out, at, TRACE_ID_WORDS + SPAN_ID_WORDS);
+    while (isZeroId(out, at, TRACE_ID_WORDS) || isZeroId(out, at + TRACE_ID_WORDS, SPAN_ID_WORDS));
+  }
+
+  /** The pool's next `n` words, refilled first when it has fewer. */
+  private take(out: Int32Array, at: number, n: number): void {
+    if (this.next + n > this.pool.length) {
+      this.fill(this.pool);
+      this.next = 0;
+    }
+    for (let k = 0; k < n; k++) out[at + k] = this.pool[this.next++]!;
   }
 }

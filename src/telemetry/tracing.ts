@@ -98,6 +98,14 @@ export function startTracing(
   };
 }
 
+/** When records read together were read (RequestTracing.readAt). */
+export interface ReadAt {
+  /** Epoch ms on the spans' clock (start times). */
+  epoch: number;
+  /** Date.now(): what producers' record timestamps are compared with (queue wait). */
+  wall: number;
+}
+
 /** The record's slot in InFlightTraces while it is in flight (InboundRecord.trace), if traced. */
 const slotOf = (record: InboundRecord): number | undefined => record.trace as number | undefined;
 
@@ -154,8 +162,21 @@ export class RequestTracing {
     return hash < this.newTracesBelow;
   }
 
+  /**
+   * When records read together were read: one clock reading for all of them (`received`), as
+   * they came in one fetch.
+   */
+  readAt(): ReadAt {
+    return { epoch: epochNow(), wall: Date.now() };
+  }
+
+  /** The time to end spans with (`answered`): one reading for answers acknowledged together. */
+  now(): number {
+    return epochNow();
+  }
+
   /** The request was read: its process span starts, as a child of the producer's span. */
-  received(record: InboundRecord): void {
+  received(record: InboundRecord, readAt: ReadAt = this.readAt()): void {
     const header = record.headers['traceparent'];
     let parent = header ? parseTraceParent(header.toString('latin1')) : null;
     const traceState = parent ? (record.headers['tracestate']?.toString('latin1') ?? '') : '';
@@ -164,8 +185,9 @@ export class RequestTracing {
       record.topic,
       record.partition,
       Number(record.offset),
-      epochNow(),
-      Math.max(0, Date.now() - record.timestamp),
+      readAt.epoch,
+      // The producer's timestamp is wall-clock time.
+      Math.max(0, readAt.wall - record.timestamp),
       traceState,
     );
     const ids = traces.ids;
@@ -183,8 +205,8 @@ export class RequestTracing {
         traces.traceStates[slot] = '';
       }
     }
-    if (!parent) this.ids.draw(ids, at + ID.trace, TRACE_ID_WORDS);
-    this.ids.draw(ids, at + ID.span, SPAN_ID_WORDS);
+    if (parent) this.ids.draw(ids, at + ID.span, SPAN_ID_WORDS);
+    else this.ids.drawTraceAndSpan(ids, at + ID.trace);
     const sampled = parent ? (parent.traceFlags & SAMPLED) !== 0 : this.keepsNewTrace(ids, at);
     if (!sampled) traces.setSampled(slot, false);
     record.trace = slot;
@@ -234,8 +256,7 @@ export class RequestTracing {
     }
     if (count === 0) return noop;
     const ids = new Int32Array(GROUP_ID_WORDS);
-    this.ids.draw(ids, 0, TRACE_ID_WORDS);
-    this.ids.draw(ids, TRACE_ID_WORDS, SPAN_ID_WORDS);
+    this.ids.drawTraceAndSpan(ids, 0);
     const start = epochNow();
     return (inferredAt, error) => {
       const inferenceMs = round(inferredAt - startedAt);
@@ -321,8 +342,7 @@ export class RequestTracing {
     }
     if (count === 0) return;
     const ids = new Int32Array(GROUP_ID_WORDS);
-    this.ids.draw(ids, 0, TRACE_ID_WORDS);
-    this.ids.draw(ids, TRACE_ID_WORDS, SPAN_ID_WORDS);
+    this.ids.drawTraceAndSpan(ids, 0);
     const links = new Int32Array(count * GROUP_ID_WORDS);
     for (let k = 0; k < count; k++) traces.copyLink(linked[k]!, links, k * GROUP_ID_WORDS);
     // Answers of one batch mostly share a topic; a mix (results and dead letters) names none.
@@ -365,14 +385,22 @@ export class RequestTracing {
     this.freeSendRefs.push(ref);
   }
 
-  /** The answer is acknowledged (or committed): the request's spans end. */
-  answered(record: InboundRecord, outcome: 'result' | 'dead-letter', errorCode?: string): void {
-    this.finish(record, outcome, errorCode ?? '', '');
+  /**
+   * The answer is acknowledged (or committed): the request's spans end, at `at` (`now()`) when
+   * given.
+   */
+  answered(
+    record: InboundRecord,
+    outcome: 'result' | 'dead-letter',
+    errorCode = '',
+    at = Number.NaN,
+  ): void {
+    this.finish(record, outcome, errorCode, '', at);
   }
 
   /** Not answered by this worker after all (partition lost, transaction failed, shutdown). */
   abandoned(record: InboundRecord, reason: string): void {
-    this.finish(record, 'abandoned', '', reason);
+    this.finish(record, 'abandoned', '', reason, Number.NaN);
   }
 
   private finish(
@@ -380,13 +408,14 @@ export class RequestTracing {
     outcome: Outcome,
     errorCode: string,
     abandonReason: string,
+    at: number,
   ): void {
     const slot = slotOf(record);
     if (slot === undefined) return;
     record.trace = undefined;
     const traces = this.traces;
     if (traces.sampled(slot)) {
-      const end = epochNow();
+      const end = Number.isNaN(at) ? epochNow() : at;
       // The row is copied now: the slot is reused once closed.
       this.spans.room().addInFlight(traces, slot, end, outcome, errorCode, abandonReason);
       this.spans.added();

@@ -337,6 +337,7 @@ export class InferenceWorker {
     }
     this.metrics.received(records.length);
     const deadLetters: { record: InboundRecord; out: OutboundRecord }[] = [];
+    const readAt = this.tracing?.readAt();
     for (const record of records) {
       const fresh = this.transactions
         ? this.transactions.track(record)
@@ -345,7 +346,7 @@ export class InferenceWorker {
         this.metrics.skipped(1);
         continue;
       }
-      this.tracing?.received(record);
+      this.tracing?.received(record, readAt);
       const receivedAt = this.clock.now();
       try {
         this.driver.add(this.accept(record, receivedAt), record.value?.length ?? 0);
@@ -894,7 +895,10 @@ export class InferenceWorker {
     }
     const ackedAt = this.clock.now();
     for (const record of records) this.tracker.ack(record, record.offset);
-    if (tracing) records.forEach((record, i) => this.traceAnswered(record, out[i]!));
+    if (tracing) {
+      const at = tracing.now();
+      for (let i = 0; i < records.length; i++) this.traceAnswered(records[i]!, out[i]!, at);
+    }
     if (answered) {
       this.metrics.produced(answered.length);
       for (const p of answered) {
@@ -905,19 +909,20 @@ export class InferenceWorker {
     this.scheduleCommit();
   }
 
-  private traceAnswered(record: InboundRecord, out: OutboundRecord): void {
+  private traceAnswered(record: InboundRecord, out: OutboundRecord, at?: number): void {
     const code = out.headers[HEADER.errorCode];
-    if (code === undefined) this.tracing!.answered(record, 'result');
-    else this.tracing!.answered(record, 'dead-letter', String(code));
+    if (code === undefined) this.tracing!.answered(record, 'result', '', at);
+    else this.tracing!.answered(record, 'dead-letter', String(code), at);
   }
 
   /** exactly-once: these answers and their offsets were committed in one transaction. */
   private committed(items: readonly Delivered<PendingRequest>[]): void {
     const at = this.clock.now();
+    const tracedAt = this.tracing?.now();
     let answered = 0;
     for (const { record, out, meta } of items) {
       if (this.tracing) {
-        if (out) this.traceAnswered(record, out);
+        if (out) this.traceAnswered(record, out, tracedAt);
         else this.tracing.abandoned(record, 'nothing could be sent (over kafka.maxRecordBytes)');
       }
       if (!meta) continue;

@@ -1,4 +1,5 @@
 import { SpanKind } from '@opentelemetry/api';
+import { hrTimeToMilliseconds } from '@opentelemetry/core';
 import {
   InMemorySpanExporter,
   SimpleSpanProcessor,
@@ -113,6 +114,9 @@ describe('request tracing in the worker', () => {
     });
     expect(first!.attributes[SPAN_ATTRIBUTE.batchWaitMs]).toEqual(expect.any(Number));
     expect(first!.attributes[SPAN_ATTRIBUTE.inferenceMs]).toEqual(expect.any(Number));
+    // Read in one fetch: their spans start together.
+    expect(second!.startTime).toEqual(first!.startTime);
+    expect(poison!.startTime).toEqual(first!.startTime);
     // No traceparent: a new trace.
     expect(second!.spanContext().traceId).not.toBe(TRACE_ID);
     expect(poison!.attributes[SPAN_ATTRIBUTE.outcome]).toBe('dead-letter');
@@ -322,6 +326,31 @@ describe('RequestTracing on its own', () => {
     tracing.answered(d, 'result');
     expect(sends()).toHaveLength(3);
     expect(tracing.inFlight).toBe(0);
+  });
+
+  it('times the spans of records read together and answered together with one reading each', () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter);
+    const records = [0, 1].map((i) => request(i, [1]));
+    const produced = Date.now() - 60_000;
+    for (const r of records) r.timestamp = produced;
+    // The fetch came in 250 ms after the records were produced.
+    const readAt = { epoch: 1_700_000_000_000.5, wall: produced + 250 };
+    for (const r of records) tracing.received(r, readAt);
+    const out = () => ({ topic: 'results', key: null, value: Buffer.alloc(0), headers: {} });
+    tracing.sending(records, [out(), out()], 'results');
+    const ackedAt = readAt.epoch + 42.25;
+    for (const r of records) tracing.answered(r, 'result', '', ackedAt);
+    const spans = exporter.getFinishedSpans();
+    const processSpans = spans.filter((s) => s.kind === SpanKind.CONSUMER);
+    expect(processSpans).toHaveLength(2);
+    for (const span of processSpans) {
+      expect(hrTimeToMilliseconds(span.startTime)).toBeCloseTo(readAt.epoch, 3);
+      expect(hrTimeToMilliseconds(span.endTime)).toBeCloseTo(ackedAt, 3);
+      expect(span.attributes[SPAN_ATTRIBUTE.queueWaitMs]).toBe(250);
+    }
+    const send = spans.find((s) => s.kind === SpanKind.PRODUCER)!;
+    expect(hrTimeToMilliseconds(send.endTime)).toBeCloseTo(ackedAt, 3);
   });
 
   it('ends an abandoned request span with the reason as an event', () => {

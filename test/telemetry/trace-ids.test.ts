@@ -10,6 +10,7 @@ import {
   TRACE_ID_WORDS,
   traceparent,
   wordsToHex,
+  writeHexWords,
 } from '../../src/telemetry/trace-ids.js';
 
 const IDS = [
@@ -34,6 +35,22 @@ describe('trace and span ids as words', () => {
     bytes.writeInt32BE(words[0]!, 0);
     bytes.writeInt32BE(words[1]!, 4);
     expect(bytes.toString('hex')).toBe('00f067aa0ba902b7');
+  });
+
+  it('write every byte value as its two lowercase hex digits', () => {
+    // Each word holds four different bytes: 0x00010203, 0x04050607, … 0xfcfdfeff.
+    const words = Int32Array.from({ length: 64 }, (_, k) => {
+      const b = 4 * k;
+      return (b << 24) | ((b + 1) << 16) | ((b + 2) << 8) | (b + 3) | 0;
+    });
+    const out = Buffer.alloc(2 + 512);
+    const end = writeHexWords(out, 1, words, 0, words.length);
+    expect(end).toBe(513);
+    const expected = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, '0'));
+    expect(out.toString('latin1', 1, end)).toBe(expected.join(''));
+    // Nothing written outside.
+    expect(out[0]).toBe(0);
+    expect(out[513]).toBe(0);
   });
 
   it('read an empty id as zero words: no id', () => {
@@ -69,5 +86,46 @@ describe('trace and span ids as words', () => {
       seen.add(traceId);
     }
     expect(seen.size).toBe(1000);
+  });
+
+  it('are drawn as a trace id and span id together, valid and distinct', () => {
+    const pool = new IdWordPool();
+    const words = new Int32Array(1 + TRACE_ID_WORDS + SPAN_ID_WORDS);
+    const seen = new Set<string>();
+    for (let i = 0; i < 1000; i++) {
+      pool.drawTraceAndSpan(words, 1);
+      const traceId = wordsToHex(words, 1, TRACE_ID_WORDS);
+      const spanId = wordsToHex(words, 1 + TRACE_ID_WORDS, SPAN_ID_WORDS);
+      expect(isValidTraceId(traceId) && isValidSpanId(spanId)).toBe(true);
+      seen.add(`${traceId}-${spanId}`);
+    }
+    expect(words[0]).toBe(0);
+    expect(seen.size).toBe(1000);
+  });
+
+  it('are drawn again when either the trace id or the span id came out all zero', () => {
+    // Each refill hands out: a zero trace id with a span id, a trace id with a zero span id,
+    // then valid ids.
+    const fills = [
+      [0, 0, 0, 0, 5, 6],
+      [1, 2, 3, 4, 0, 0],
+      [7, 8, 9, 10, 11, 12],
+    ];
+    const pool = new IdWordPool((p) => {
+      p.fill(0);
+      let at = 0;
+      for (const ids of fills) for (const w of ids) p[at++] = w;
+    });
+    const words = new Int32Array(TRACE_ID_WORDS + SPAN_ID_WORDS);
+    pool.drawTraceAndSpan(words, 0);
+    expect([...words]).toEqual([7, 8, 9, 10, 11, 12]);
+    // draw() as well: a zero span id is skipped.
+    const span = new Int32Array(SPAN_ID_WORDS);
+    const zeros = new IdWordPool((p) => {
+      p.fill(0);
+      p.set([3, 4], 2);
+    });
+    zeros.draw(span, 0, SPAN_ID_WORDS);
+    expect([...span]).toEqual([3, 4]);
   });
 });
