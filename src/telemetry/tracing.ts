@@ -393,14 +393,14 @@ export class RequestTracing {
     record: InboundRecord,
     outcome: 'result' | 'dead-letter',
     errorCode = '',
-    at = Number.NaN,
+    at?: number,
   ): void {
     this.finish(record, outcome, errorCode, '', at);
   }
 
   /** Not answered by this worker after all (partition lost, transaction failed, shutdown). */
   abandoned(record: InboundRecord, reason: string): void {
-    this.finish(record, 'abandoned', '', reason, Number.NaN);
+    this.finish(record, 'abandoned', '', reason, undefined);
   }
 
   private finish(
@@ -408,14 +408,14 @@ export class RequestTracing {
     outcome: Outcome,
     errorCode: string,
     abandonReason: string,
-    at: number,
+    at: number | undefined,
   ): void {
     const slot = slotOf(record);
     if (slot === undefined) return;
     record.trace = undefined;
     const traces = this.traces;
     if (traces.sampled(slot)) {
-      const end = Number.isNaN(at) ? epochNow() : at;
+      const end = at ?? epochNow();
       // The row is copied now: the slot is reused once closed.
       this.spans.room().addInFlight(traces, slot, end, outcome, errorCode, abandonReason);
       this.spans.added();
