@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Partitioners, type Admin, type Kafka, type Producer } from 'kafkajs';
 import { StreamscoreError } from '../errors.js';
 import type { Logger } from '../telemetry/logger.js';
@@ -89,9 +90,20 @@ export class KafkajsTransactionalSink implements TransactionalSink {
       this.admin = null;
       throw err;
     }
-    const [topic] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [tp.topic] });
-    const found = topic?.partitions.find((p) => p.partition === tp.partition);
-    return found && found.offset !== '-1' ? found.offset : null;
+    const topics = await fetchOffsetsWhileLoading(admin, this.options.groupId, tp.topic);
+    const found = topics
+      .find((t) => t.topic === tp.topic)
+      ?.partitions.find((p) => p.partition === tp.partition);
+    // kafkajs asks only for the partitions its metadata lists: a reply without this one says
+    // nothing about the offset (not "none committed"), so it is an error to retry.
+    if (!found) {
+      throw new StreamscoreError(
+        'KAFKA_UNAVAILABLE',
+        `the committed offsets of group ${this.options.groupId} came back without ${tp.topic}[${tp.partition}]`,
+        { retriable: true },
+      );
+    }
+    return found.offset !== '-1' ? found.offset : null;
   }
 
   async close(): Promise<void> {
@@ -144,6 +156,30 @@ class KafkajsPartitionTransactions implements PartitionTransactions {
       })
       .finally(this.onClose);
     return this.closed;
+  }
+}
+
+const COORDINATOR_MOVING = new Set([
+  'GROUP_LOAD_IN_PROGRESS',
+  'GROUP_COORDINATOR_NOT_AVAILABLE',
+  'NOT_COORDINATOR_FOR_GROUP',
+]);
+
+/** Retries a group coordinator still loading its offsets (after a broker start): kafkajs's admin does not. */
+async function fetchOffsetsWhileLoading(
+  admin: Admin,
+  groupId: string,
+  topic: string,
+): ReturnType<Admin['fetchOffsets']> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await admin.fetchOffsets({ groupId, topics: [topic] });
+    } catch (err) {
+      // kafkajs's names for COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+      const type = (err as { type?: string }).type ?? '';
+      if (!COORDINATOR_MOVING.has(type) || attempt >= 20) throw err;
+      await sleep(Math.min(1000, 50 * attempt));
+    }
   }
 }
 

@@ -95,6 +95,12 @@ const keyOf = (tp: TopicPartition): string => `${tp.topic}\u0000${tp.partition}`
  */
 export class TransactionalDelivery<M = unknown> {
   private readonly lanes = new Map<string, Lane<M>>();
+  /**
+   * Per partition, the offset of this worker's last acknowledged commit. A commit the broker
+   * acknowledged cannot be undone, so the group's offset read back after fencing is never
+   * legitimately below it; kept across revocations, as a later owner can only move it forward.
+   */
+  private readonly committedHere = new Map<string, bigint>();
   private closed = false;
 
   constructor(private readonly options: TransactionalDeliveryOptions<M>) {}
@@ -242,6 +248,7 @@ export class TransactionalDelivery<M = unknown> {
       }
       lane.committing = null;
       lane.failures = 0;
+      this.committedHere.set(keyOf(lane.tp), BigInt(next));
       for (const slot of batch) lane.live.delete(slot.record.offset);
       this.options.onCommitted(
         batch.map((slot) => ({ record: slot.record, out: slot.out, meta: slot.meta })),
@@ -296,8 +303,7 @@ export class TransactionalDelivery<M = unknown> {
       }
       lane.txns = txns;
       lane.state = 'open';
-      // Nothing committed yet: go back to the first record this worker read, if any.
-      const from = txns.committedOffset ?? rewindTo;
+      const from = this.resumeFrom(lane.tp, txns.committedOffset, rewindTo);
       // Records below the offset reading resumes from are not this lane's to answer.
       if (from !== null) lane.next = BigInt(from);
       this.options.source.release(lane.tp, from);
@@ -306,6 +312,28 @@ export class TransactionalDelivery<M = unknown> {
         'partition open for transactions',
       );
     }
+  }
+
+  /**
+   * Where reading resumes: the group's committed offset; if none, the first record this worker
+   * read (nothing of it committed yet). Never below this worker's own last commit: a read-back
+   * behind it is stale (kafkajs's OffsetFetch cannot ask for stable offsets), and trusting it
+   * would answer committed records a second time.
+   */
+  private resumeFrom(
+    tp: TopicPartition,
+    committedOffset: string | null,
+    rewindTo: string | null,
+  ): string | null {
+    const own = this.committedHere.get(keyOf(tp));
+    if (own === undefined || (committedOffset !== null && BigInt(committedOffset) >= own)) {
+      return committedOffset ?? rewindTo;
+    }
+    this.options.log.warn(
+      { ...tp, committedOffset, committedByThisWorker: own.toString() },
+      "the group's committed offset read back is behind this worker's own last commit; resuming after its own commit",
+    );
+    return own.toString();
   }
 
   private async drop(lane: Lane<M>, reason: string): Promise<void> {

@@ -96,6 +96,16 @@ describe.each(DELIVERY_MODES)('broker restart (%s)', (mode) => {
     );
     const outageSummary = summarize(outage);
     console.log(`[fault] worker A during and after the outage: ${outageSummary}`);
+    // exactly-once: where each partition resumed, and the committed offset it read back to get
+    // there (a partition sent back below what was committed answers those records twice).
+    const resumed = worker.logs
+      .slice(logLinesBeforeStop)
+      .filter((line) => line.msg === 'partition open for transactions')
+      .map(
+        (line) =>
+          `[${String(line.partition)}] from ${String(line.from)} (read back ${String(line.committedOffset)})`,
+      );
+    if (resumed.length > 0) console.log(`[fault] worker A resumed: ${resumed.join(', ')}`);
 
     expect(allAnswered, worker.describe(30)).toBe(true);
     expect(worker.alive(), worker.describe(30)).toBe(true);

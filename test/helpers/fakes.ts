@@ -162,6 +162,8 @@ export class FakeTransactions implements TransactionalSink {
   committed = new Map<number, string>();
   failNextCommit = 0;
   failNextOpen = 0;
+  /** What the next open of a partition reads back instead of its committed offset (a stale read). */
+  staleReadBack = new Map<number, string | null>();
   private producers = 0;
 
   async open(tp: TopicPartition): Promise<PartitionTransactions> {
@@ -171,8 +173,13 @@ export class FakeTransactions implements TransactionalSink {
     }
     const producer = ++this.producers;
     this.opens.push(tp.partition);
+    const stale = this.staleReadBack.has(tp.partition);
+    const committedOffset = stale
+      ? this.staleReadBack.get(tp.partition)!
+      : (this.committed.get(tp.partition) ?? null);
+    this.staleReadBack.delete(tp.partition);
     return {
-      committedOffset: this.committed.get(tp.partition) ?? null,
+      committedOffset,
       commit: async (records: OutboundRecord[], offset: string) => {
         await Promise.resolve();
         if (this.failNextCommit > 0) {

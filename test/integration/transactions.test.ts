@@ -78,4 +78,25 @@ describe('per-partition transactional producers', () => {
       await newOwner.close();
     }
   });
+
+  it('refuse to open a partition whose committed offset did not come back, rather than read it as none', async () => {
+    const requests = uniqueTopic('txn-requests');
+    await createTopics(brokers, [{ topic: requests, numPartitions: 1 }]);
+    const groupId = uniqueTopic('txn-group');
+    const sink = sinkFor(groupId);
+    try {
+      const first = await sink.open({ topic: requests, partition: 0 });
+      await first.commit([], '5');
+      // kafkajs asks only for the partitions its metadata lists, so the reply lacks this one;
+      // "nothing committed" here would send a worker back to the start of the partition.
+      const missing = sink.open({ topic: requests, partition: 3 });
+      await expect(missing).rejects.toMatchObject({ code: 'KAFKA_UNAVAILABLE', retriable: true });
+      await expect(missing).rejects.toThrow(/came back without/);
+      // The partition that is listed still reads back what was committed.
+      const again = await sink.open({ topic: requests, partition: 0 });
+      expect(again.committedOffset).toBe('5');
+    } finally {
+      await sink.close();
+    }
+  });
 });

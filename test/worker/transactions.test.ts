@@ -193,6 +193,77 @@ describe('TransactionalDelivery', () => {
     expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '7' });
   });
 
+  it('after a failed transaction, never resumes below its own last commit when the committed offset reads back stale', async () => {
+    const warnings: string[] = [];
+    const source = new FakeSource();
+    const sink = new FakeTransactions();
+    const clock = new ManualClock();
+    const delivery = new TransactionalDelivery<string>({
+      source,
+      sink,
+      clock,
+      commitIntervalMs: 0,
+      log: { warn: (_: unknown, msg: string) => warnings.push(msg), info() {} } as never,
+      onCommitted: () => undefined,
+    });
+    delivery.assign([tp(0)]);
+    await settle();
+    const first = [0, 1, 2].map((o) => record(0, o));
+    first.forEach((r) => delivery.track(r));
+    delivery.deliver(first.map(answer));
+    await settle();
+    expect(sink.committed.get(0)).toBe('3');
+
+    const second = record(0, 3);
+    delivery.track(second);
+    sink.failNextCommit = 1;
+    // Right after a broker restart the group's offset can read back as none at all.
+    sink.staleReadBack.set(0, null);
+    delivery.deliver([answer(second)]);
+    await settle();
+    clock.advance(10_000);
+    await settle();
+    // Not the first record read (0): that would answer 0..2 a second time.
+    expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '3' });
+    expect(delivery.track(record(0, 1))).toBe(false);
+    expect(warnings.some((w) => w.includes('behind this worker'))).toBe(true);
+
+    const again = record(0, 3);
+    expect(delivery.track(again)).toBe(true);
+    delivery.deliver([answer(again)]);
+    await settle();
+    expect(sink.commits.flatMap((c) => c.values)).toEqual([
+      'answer 0',
+      'answer 1',
+      'answer 2',
+      'answer 3',
+    ]);
+  });
+
+  it('resumes after its own commit when a partition it gets back reads back an older offset', async () => {
+    const { source, sink, delivery } = setup();
+    delivery.assign([tp(0)]);
+    await settle();
+    const records = [0, 1, 2, 3].map((o) => record(0, o));
+    records.forEach((r) => delivery.track(r));
+    delivery.deliver(records.map(answer));
+    await settle();
+    expect(sink.committed.get(0)).toBe('4');
+
+    delivery.assign([]); // lost in a rebalance, e.g. while the consumer restarted itself
+    sink.staleReadBack.set(0, '2');
+    delivery.assign([tp(0)]);
+    await settle();
+    expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '4' });
+
+    // A later owner's commits only move it forward: those are trusted.
+    delivery.assign([]);
+    sink.committed.set(0, '9');
+    delivery.assign([tp(0)]);
+    await settle();
+    expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '9' });
+  });
+
   it('does not track a record again that it read already, nor one below where reading resumed', async () => {
     const { sink, delivery } = setup();
     sink.committed.set(0, '10');
