@@ -42,6 +42,8 @@ export type ErrorCode =
   | 'KAFKA_RECORD_REJECTED'
   /** Another producer with the same identity took over (fenced epoch, transactional id). */
   | 'KAFKA_FENCED'
+  /** A transaction's commit was asked for and no answer came: the broker may have committed it. */
+  | 'KAFKA_COMMIT_UNCERTAIN'
   | 'LOCAL_BROKER_FAILED'
   /** The local Schema Registry for tests and the demo (no Java 21, fetch failed, did not start). */
   | 'LOCAL_REGISTRY_FAILED'

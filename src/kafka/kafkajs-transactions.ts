@@ -63,6 +63,7 @@ export class KafkajsTransactionalSink implements TransactionalSink {
         tp,
         committedOffset,
         this.options,
+        () => this.committedOffset(tp),
         () => this.open_.delete(partition),
       );
       this.open_.add(partition);
@@ -122,11 +123,13 @@ class KafkajsPartitionTransactions implements PartitionTransactions {
     private readonly tp: TopicPartition,
     readonly committedOffset: string | null,
     private readonly options: KafkajsTransactionalSinkOptions,
+    readonly readCommittedOffset: () => Promise<string | null>,
     private readonly onClose: () => void,
   ) {}
 
   async commit(records: OutboundRecord[], offset: string): Promise<void> {
     const txn = await this.producer.transaction();
+    let committing = false;
     try {
       for (const chunk of chunks(records, this.options.maxSendBytes)) {
         await txn.sendBatch({
@@ -139,11 +142,24 @@ class KafkajsPartitionTransactions implements PartitionTransactions {
         consumerGroupId: this.options.groupId,
         topics: [{ topic: this.tp.topic, partitions: [{ partition: this.tp.partition, offset }] }],
       });
+      committing = true;
       await txn.commit();
     } catch (err) {
       // Best effort: if this fails too, the next owner's fencing (or the transaction timeout)
-      // aborts it. Either way nothing of it becomes visible to read_committed readers.
-      if (txn.isActive()) await txn.abort().catch(() => undefined);
+      // aborts it, unless the broker took the commit before its answer was lost.
+      const aborted = txn.isActive()
+        ? await txn.abort().then(
+            () => true,
+            () => false,
+          )
+        : false;
+      if (committing && !aborted) {
+        throw new StreamscoreError(
+          'KAFKA_COMMIT_UNCERTAIN',
+          `no answer to the commit of ${this.tp.topic}[${this.tp.partition}] up to offset ${offset}; the broker may have committed it: ${(err as Error).message}`,
+          { cause: err, retriable: true, details: { offset } },
+        );
+      }
       throw err;
     }
   }

@@ -122,8 +122,12 @@ export interface PartitionTransactions {
   /**
    * Produces the records and commits `offset` (the next offset to read) for the partition in
    * one Kafka transaction. Rejects if anything failed; the transaction is then aborted (by this
-   * call, or by the broker when the partition is opened again).
+   * call, or by the broker when the partition is opened again), except when the error's code is
+   * `KAFKA_COMMIT_UNCERTAIN`: the commit was asked for and its answer lost, so the broker may
+   * have committed it after all.
    */
   commit(records: OutboundRecord[], offset: string): Promise<void>;
+  /** Reads the group's committed offset of the partition again; null when none. */
+  readCommittedOffset(): Promise<string | null>;
   close(): Promise<void>;
 }

@@ -44,6 +44,8 @@ interface Slot<M> {
 }
 
 const MAX_BACKOFF_MS = 5000;
+/** Reads of the committed offset after an uncertain commit, 250 ms apart and doubling (~4 s). */
+const UNCERTAIN_READS = 5;
 
 /** One input partition: its transactional producer and its records in offset order. */
 class Lane<M> {
@@ -63,6 +65,11 @@ class Lane<M> {
   /** The offset after the last one tracked: anything below it was read already. */
   next: bigint | null = null;
   failures = 0;
+  /**
+   * The offset of a commit asked for whose answer was lost (KAFKA_COMMIT_UNCERTAIN): the broker
+   * may have committed it, so the partition's offset is read until it shows it, or for a while.
+   */
+  uncertain: bigint | null = null;
 
   constructor(readonly tp: TopicPartition) {}
 
@@ -243,6 +250,9 @@ export class TransactionalDelivery<M = unknown> {
         );
       } catch (err) {
         lane.committing = null;
+        if ((err as { code?: unknown }).code === 'KAFKA_COMMIT_UNCERTAIN') {
+          lane.uncertain = BigInt(next);
+        }
         if (lane.txns === txns) void this.reset(lane, err);
         return;
       }
@@ -297,21 +307,67 @@ export class TransactionalDelivery<M = unknown> {
         await this.backoff(attempt);
         continue;
       }
+      let committedOffset = txns.committedOffset;
+      if (lane.uncertain !== null && lane.state === 'opening') {
+        try {
+          committedOffset = await this.settleUncertain(lane, txns, lane.uncertain);
+        } catch (err) {
+          this.options.log.warn(
+            { err, ...lane.tp, attempt },
+            'cannot read the committed offset again yet; retrying',
+          );
+          await txns.close();
+          await this.backoff(attempt);
+          continue;
+        }
+        lane.uncertain = null;
+      }
       if (lane.state !== 'opening') {
         await txns.close();
         return;
       }
       lane.txns = txns;
       lane.state = 'open';
-      const from = this.resumeFrom(lane.tp, txns.committedOffset, rewindTo);
+      const from = this.resumeFrom(lane.tp, committedOffset, rewindTo);
       // Records below the offset reading resumes from are not this lane's to answer.
       if (from !== null) lane.next = BigInt(from);
       this.options.source.release(lane.tp, from);
       this.options.log.info(
-        { ...lane.tp, committedOffset: txns.committedOffset, from },
+        { ...lane.tp, committedOffset, from },
         'partition open for transactions',
       );
     }
+  }
+
+  /**
+   * After a commit whose answer was lost: the committed offset once it shows that commit, or as
+   * it is after UNCERTAIN_READS reads (the commit was aborted). Fencing returns once the broker
+   * has completed such a commit, yet after a broker restart the group's offset appears to have
+   * come back without it once (a CI run answered two partitions' first transactions twice), and
+   * reading it too early answers the whole transaction again.
+   */
+  private async settleUncertain(
+    lane: Lane<M>,
+    txns: PartitionTransactions,
+    uncertain: bigint,
+  ): Promise<string | null> {
+    let committed = txns.committedOffset;
+    const landed = (offset: string | null): boolean =>
+      offset !== null && BigInt(offset) >= uncertain;
+    for (let read = 1; !landed(committed) && read < UNCERTAIN_READS; read++) {
+      if (lane.state !== 'opening') return committed;
+      await new Promise<void>((resolve) =>
+        this.options.clock.setTimer(250 * 2 ** (read - 1), () => resolve()),
+      );
+      committed = await txns.readCommittedOffset();
+    }
+    this.options.log.info(
+      { ...lane.tp, uncertainOffset: uncertain.toString(), committedOffset: committed },
+      landed(committed)
+        ? 'the commit whose answer was lost did land; resuming after it'
+        : 'the commit whose answer was lost did not land; resuming from the committed offset',
+    );
+    return committed;
   }
 
   /**

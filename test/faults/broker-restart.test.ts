@@ -100,7 +100,16 @@ describe.each(DELIVERY_MODES)('broker restart (%s)', (mode) => {
     // there (a partition sent back below what was committed answers those records twice).
     const resumed = worker.logs
       .slice(logLinesBeforeStop)
-      .filter((line) => line.msg === 'partition open for transactions')
+      .filter(
+        (line) =>
+          line.msg === 'partition open for transactions' ||
+          String(line.msg).startsWith('the commit whose answer was lost'),
+      )
+      .map((line) =>
+        line.msg === 'partition open for transactions'
+          ? line
+          : { ...line, from: `(${String(line.msg)}: ${String(line.uncertainOffset)})` },
+      )
       .map(
         (line) =>
           `[${String(line.partition)}] from ${String(line.from)} (read back ${String(line.committedOffset)})`,

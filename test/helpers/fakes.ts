@@ -1,3 +1,4 @@
+import { StreamscoreError } from '../../src/errors.js';
 import type {
   BatchControl,
   InboundRecord,
@@ -162,9 +163,22 @@ export class FakeTransactions implements TransactionalSink {
   committed = new Map<number, string>();
   failNextCommit = 0;
   failNextOpen = 0;
-  /** What the next open of a partition reads back instead of its committed offset (a stale read). */
-  staleReadBack = new Map<number, string | null>();
+  /**
+   * What the next reads of a partition's committed offset (at open, then again) give instead of
+   * the offset committed: stale reads, one value per read.
+   */
+  staleReads = new Map<number, (string | null)[]>();
+  /** The next commit fails without an answer: it is committed (`'landed'`) or not (`'lost'`). */
+  unansweredCommit: 'landed' | 'lost' | null = null;
+  /** Reads of a committed offset after the open (readCommittedOffset). */
+  rereads = 0;
   private producers = 0;
+
+  private readCommitted(partition: number): string | null {
+    const stale = this.staleReads.get(partition);
+    if (stale && stale.length > 0) return stale.shift()!;
+    return this.committed.get(partition) ?? null;
+  }
 
   async open(tp: TopicPartition): Promise<PartitionTransactions> {
     if (this.failNextOpen > 0) {
@@ -173,26 +187,34 @@ export class FakeTransactions implements TransactionalSink {
     }
     const producer = ++this.producers;
     this.opens.push(tp.partition);
-    const stale = this.staleReadBack.has(tp.partition);
-    const committedOffset = stale
-      ? this.staleReadBack.get(tp.partition)!
-      : (this.committed.get(tp.partition) ?? null);
-    this.staleReadBack.delete(tp.partition);
     return {
-      committedOffset,
+      committedOffset: this.readCommitted(tp.partition),
+      readCommittedOffset: async () => {
+        this.rereads++;
+        return this.readCommitted(tp.partition);
+      },
       commit: async (records: OutboundRecord[], offset: string) => {
         await Promise.resolve();
         if (this.failNextCommit > 0) {
           this.failNextCommit--;
           throw new Error('transaction aborted');
         }
-        this.commits.push({
-          partition: tp.partition,
-          producer,
-          values: records.map((r) => r.value.toString()),
-          offset,
-        });
-        this.committed.set(tp.partition, offset);
+        const unanswered = this.unansweredCommit;
+        this.unansweredCommit = null;
+        if (unanswered !== 'lost') {
+          this.commits.push({
+            partition: tp.partition,
+            producer,
+            values: records.map((r) => r.value.toString()),
+            offset,
+          });
+          this.committed.set(tp.partition, offset);
+        }
+        if (unanswered !== null) {
+          throw new StreamscoreError('KAFKA_COMMIT_UNCERTAIN', 'no answer to the commit', {
+            retriable: true,
+          });
+        }
       },
       close: async () => {},
     };

@@ -218,7 +218,7 @@ describe('TransactionalDelivery', () => {
     delivery.track(second);
     sink.failNextCommit = 1;
     // Right after a broker restart the group's offset can read back as none at all.
-    sink.staleReadBack.set(0, null);
+    sink.staleReads.set(0, [null]);
     delivery.deliver([answer(second)]);
     await settle();
     clock.advance(10_000);
@@ -251,7 +251,7 @@ describe('TransactionalDelivery', () => {
     expect(sink.committed.get(0)).toBe('4');
 
     delivery.assign([]); // lost in a rebalance, e.g. while the consumer restarted itself
-    sink.staleReadBack.set(0, '2');
+    sink.staleReads.set(0, ['2']);
     delivery.assign([tp(0)]);
     await settle();
     expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '4' });
@@ -262,6 +262,59 @@ describe('TransactionalDelivery', () => {
     delivery.assign([tp(0)]);
     await settle();
     expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '9' });
+  });
+
+  it('after a commit whose answer was lost, reads the offset again until that commit shows, and answers nothing twice', async () => {
+    const { source, sink, delivery, clock } = setup();
+    delivery.assign([tp(0)]);
+    await settle();
+    const records = [0, 1, 2].map((o) => record(0, o));
+    records.forEach((r) => delivery.track(r));
+    // The broker takes the commit; its answer is lost (the broker stopped), and the first reads
+    // after reopening show the group's offset from before it.
+    sink.unansweredCommit = 'landed';
+    sink.staleReads.set(0, [null, null]);
+    delivery.deliver(records.map(answer));
+    await settle();
+    expect(sink.committed.get(0)).toBe('3');
+    expect(source.held).toEqual(new Set(['requests/0']));
+    clock.advance(10_000); // the backoff before reopening
+    await settle();
+    expect(source.held).toEqual(new Set(['requests/0'])); // still reading the offset again
+    for (let i = 0; i < 4 && source.held.size > 0; i++) {
+      clock.advance(2_000);
+      await settle();
+    }
+    expect(sink.rereads).toBe(2);
+    expect(source.held.size).toBe(0);
+    expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '3' });
+    expect(delivery.track(record(0, 0))).toBe(false);
+    expect(sink.commits.flatMap((c) => c.values)).toEqual(['answer 0', 'answer 1', 'answer 2']);
+  });
+
+  it('after a commit whose answer was lost and that did not land, resumes from the committed offset after a few reads', async () => {
+    const { source, sink, delivery, clock } = setup();
+    sink.committed.set(0, '5');
+    delivery.assign([tp(0)]);
+    await settle();
+    const records = [5, 6].map((o) => record(0, o));
+    records.forEach((r) => delivery.track(r));
+    sink.unansweredCommit = 'lost';
+    delivery.deliver(records.map(answer));
+    await settle();
+    for (let i = 0; i < 10 && source.held.size > 0; i++) {
+      clock.advance(5_000);
+      await settle();
+    }
+    expect(sink.rereads).toBe(4);
+    expect(source.seeks.at(-1)).toEqual({ topic: 'requests', partition: 0, offset: '5' });
+    // The same records, read again, are answered in a new transaction.
+    const again = [5, 6].map((o) => record(0, o));
+    again.forEach((r) => expect(delivery.track(r)).toBe(true));
+    delivery.deliver(again.map(answer));
+    await settle();
+    expect(sink.commits.flatMap((c) => c.values)).toEqual(['answer 5', 'answer 6']);
+    expect(sink.committed.get(0)).toBe('7');
   });
 
   it('does not track a record again that it read already, nor one below where reading resumed', async () => {
