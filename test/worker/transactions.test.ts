@@ -29,23 +29,25 @@ const settle = async (): Promise<void> => {
   for (let i = 0; i < 20; i++) await Promise.resolve();
 };
 
-function setup(commitIntervalMs = 0) {
+function setup(commitIntervalMs = 0, commitEarlyAt?: number) {
   const source = new FakeSource();
   const sink = new FakeTransactions();
   const clock = new ManualClock();
   const committed: string[] = [];
   const dropped: { partition: number; records: number; reason: string }[] = [];
+  const warnings: string[] = [];
   const delivery = new TransactionalDelivery<string>({
     source,
     sink,
     clock,
     commitIntervalMs,
-    log: { warn() {}, info() {} } as never,
+    ...(commitEarlyAt === undefined ? {} : { commitEarlyAt }),
+    log: { warn: (_: unknown, msg: string) => warnings.push(msg), info() {} } as never,
     onCommitted: (items) => committed.push(...items.map((i) => i.meta!)),
     onDropped: (partition, records, reason) =>
       dropped.push({ partition: partition.partition, records: records.length, reason }),
   });
-  return { source, sink, clock, delivery, committed, dropped };
+  return { source, sink, clock, delivery, committed, dropped, warnings };
 }
 
 describe('TransactionalDelivery', () => {
@@ -112,18 +114,7 @@ describe('TransactionalDelivery', () => {
   });
 
   it('commits before the interval once enough answers wait', async () => {
-    const source = new FakeSource();
-    const sink = new FakeTransactions();
-    const clock = new ManualClock();
-    const delivery = new TransactionalDelivery<string>({
-      source,
-      sink,
-      clock,
-      commitIntervalMs: 60_000,
-      commitEarlyAt: 3,
-      log: { warn() {}, info() {} } as never,
-      onCommitted: () => undefined,
-    });
+    const { sink, clock, delivery } = setup(60_000, 3);
     delivery.assign([tp(0)]);
     await settle();
     const records = [0, 1, 2, 3].map((o) => record(0, o));
@@ -194,18 +185,7 @@ describe('TransactionalDelivery', () => {
   });
 
   it('after a failed transaction, never resumes below its own last commit when the committed offset reads back stale', async () => {
-    const warnings: string[] = [];
-    const source = new FakeSource();
-    const sink = new FakeTransactions();
-    const clock = new ManualClock();
-    const delivery = new TransactionalDelivery<string>({
-      source,
-      sink,
-      clock,
-      commitIntervalMs: 0,
-      log: { warn: (_: unknown, msg: string) => warnings.push(msg), info() {} } as never,
-      onCommitted: () => undefined,
-    });
+    const { source, sink, clock, delivery, warnings } = setup();
     delivery.assign([tp(0)]);
     await settle();
     const first = [0, 1, 2].map((o) => record(0, o));
