@@ -107,12 +107,8 @@ describe.each(DELIVERY_MODES)('broker restart (%s)', (mode) => {
       )
       .map((line) =>
         line.msg === 'partition open for transactions'
-          ? line
-          : { ...line, from: `(${String(line.msg)}: ${String(line.uncertainOffset)})` },
-      )
-      .map(
-        (line) =>
-          `[${String(line.partition)}] from ${String(line.from)} (read back ${String(line.committedOffset)})`,
+          ? `[${String(line.partition)}] from ${String(line.from)} (read back ${String(line.committedOffset)})`
+          : `[${String(line.partition)}] ${String(line.msg)} (offset ${String(line.uncertainOffset)})`,
       );
     if (resumed.length > 0) console.log(`[fault] worker A resumed: ${resumed.join(', ')}`);
 
