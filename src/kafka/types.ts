@@ -95,7 +95,11 @@ export interface RecordSource {
 }
 
 export interface RecordSink {
-  /** Resolves only once the broker acknowledged every record (acks=all). */
+  /**
+   * Resolves only once the broker acknowledged every record (acks=all). A record's Buffers are
+   * read until then and not after: once a send resolves, the worker may write a Buffer it gave
+   * (a result's `traceparent`) over for a later record.
+   */
   send(records: OutboundRecord[]): Promise<void>;
   /**
    * Replaces the producer with a new one (a new producer id and sequence numbers), after the

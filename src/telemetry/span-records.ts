@@ -84,9 +84,14 @@ export interface SpanRecords {
   numbers: Float64Array;
   /** Per request, ID_WORDS words (see ID). */
   ids: Int32Array;
+  /**
+   * Per request, its request id ('' when never decoded). Strings, cloned by postMessage in C++:
+   * written into `text` here they cost the worker's event loop a loop per character.
+   */
+  requestIds: string[];
   /** Per request, where each of its TEXTS strings (see S) sits in `text`: start, UTF-8 length. */
   texts: Int32Array;
-  /** The requests' strings, UTF-8 (strings are not cloned across: the bytes are what is written). */
+  /** The rarer strings, UTF-8: the bytes are what is written. */
   text: Uint8Array;
   /** Topics, by the index in N.topic. */
   topics: string[];
@@ -107,9 +112,12 @@ export const N = {
 } as const;
 export const NUMBERS = 9;
 
-/** A request's strings, in its row of `texts` (two words each: start and length in `text`). */
-export const S = { requestId: 0, traceState: 2, errorCode: 4, abandonReason: 6 } as const;
-export const TEXTS = 8;
+/**
+ * A request's rarer strings (empty for most), in its row of `texts` (two words each: start and
+ * length in `text`).
+ */
+export const S = { traceState: 0, errorCode: 2, abandonReason: 4 } as const;
+export const TEXTS = 6;
 /** Strings up to this long are written by a loop when ASCII (no call into C++ per string). */
 const SHORT_TEXT = 128;
 const utf8Encoder = new TextEncoder();
@@ -151,7 +159,14 @@ export class InFlightTraces {
    * slot still holds the same request when the model returns.
    */
   generations: Int32Array;
+  /**
+   * Free slots, a ring taken from at `freeHead`: first freed, first taken again. Requests are
+   * mostly answered in the order they were read, so slots are taken again in about the order they
+   * were first taken and the rows of requests read (and batched, and answered) together lie
+   * together; a stack of free slots scatters them over a table of thousands.
+   */
   private free: Int32Array;
+  private freeHead = 0;
   private freeCount: number;
   private capacity: number;
 
@@ -161,7 +176,7 @@ export class InFlightTraces {
     this.ids = new Int32Array(initialCapacity * WORDS_IN_FLIGHT);
     this.generations = new Int32Array(initialCapacity);
     this.free = new Int32Array(initialCapacity);
-    for (let i = 0; i < initialCapacity; i++) this.free[i] = initialCapacity - 1 - i;
+    for (let i = 0; i < initialCapacity; i++) this.free[i] = i;
     this.freeCount = initialCapacity;
   }
 
@@ -180,7 +195,9 @@ export class InFlightTraces {
     traceState: string,
   ): number {
     if (this.freeCount === 0) this.grow();
-    const slot = this.free[--this.freeCount]!;
+    const slot = this.free[this.freeHead]!;
+    this.freeHead = this.freeHead + 1 === this.capacity ? 0 : this.freeHead + 1;
+    this.freeCount--;
     const t = slot * TIMES;
     const times = this.times;
     times[t + T_START] = start;
@@ -205,7 +222,10 @@ export class InFlightTraces {
     this.requestIds[slot] = '';
     this.traceStates[slot] = '';
     this.generations[slot] = (this.generations[slot]! + 1) | 0;
-    this.free[this.freeCount++] = slot;
+    let tail = this.freeHead + this.freeCount;
+    if (tail >= this.capacity) tail -= this.capacity;
+    this.free[tail] = slot;
+    this.freeCount++;
   }
 
   /** Where the slot's id words start in `ids` (add ID.*). */
@@ -265,8 +285,10 @@ export class InFlightTraces {
     ids.set(this.ids);
     const generations = new Int32Array(capacity);
     generations.set(this.generations);
+    // Every slot is taken (it grows only then): the free ring holds the new ones, in order.
     const free = new Int32Array(capacity);
-    for (let i = 0; i < capacity - old; i++) free[i] = capacity - 1 - i;
+    for (let i = 0; i < capacity - old; i++) free[i] = old + i;
+    this.freeHead = 0;
     this.times = times;
     this.ids = ids;
     this.generations = generations;
@@ -292,6 +314,7 @@ export class InFlightTraces {
 export class SpanRecordWriter {
   private numbers: Float64Array;
   private ids: Int32Array;
+  private requestIds: string[] = [];
   private texts: Int32Array;
   private text: Uint8Array;
   private textLength = 0;
@@ -338,8 +361,8 @@ export class SpanRecordWriter {
     const tableIds = table.ids;
     const d = i * ID_WORDS;
     for (let k = 0; k < ID_WORDS; k++) ids[d + k] = tableIds[from + k]!;
+    this.requestIds.push(table.requestIds[slot]!);
     const t = i * TEXTS;
-    this.putText(t + S.requestId, table.requestIds[slot]!);
     this.putText(t + S.traceState, table.traceStates[slot]!);
     this.putText(t + S.errorCode, errorCode);
     this.putText(t + S.abandonReason, abandonReason);
@@ -364,8 +387,8 @@ export class SpanRecordWriter {
     hexToWords(r.spanId, this.ids, d + ID.span, SPAN_ID_WORDS);
     hexToWords(r.parentSpanId, this.ids, d + ID.parent, SPAN_ID_WORDS);
     hexToWords(r.batchSpanId, this.ids, d + ID.batch, SPAN_ID_WORDS);
+    this.requestIds.push(r.requestId);
     const t = i * TEXTS;
-    this.putText(t + S.requestId, r.requestId);
     this.putText(t + S.traceState, r.traceState);
     this.putText(t + S.errorCode, r.errorCode);
     this.putText(t + S.abandonReason, r.abandonReason);
@@ -381,11 +404,13 @@ export class SpanRecordWriter {
       count: this.count,
       numbers: this.numbers,
       ids: this.ids,
+      requestIds: this.requestIds,
       texts: this.texts,
       text: this.text,
       topics: this.topics,
       groups: this.groups,
     };
+    this.requestIds = [];
     this.numbers = new Float64Array(this.capacity * NUMBERS);
     this.ids = new Int32Array(this.capacity * ID_WORDS);
     this.texts = new Int32Array(this.capacity * TEXTS);
@@ -468,7 +493,7 @@ export function readRequestSpan(records: SpanRecords, i: number): RequestSpanRec
     queueWaitMs: numbers[n + N.queueWait]!,
     batchWaitMs: numbers[n + N.batchWait]!,
     inferenceMs: numbers[n + N.inference]!,
-    requestId: textOf(records, t + S.requestId),
+    requestId: records.requestIds[i] ?? '',
     batchSpanId: hexOrEmpty(d + ID.batch),
     outcome: OUTCOMES[numbers[n + N.outcome]!]!,
     errorCode: textOf(records, t + S.errorCode),

@@ -74,32 +74,63 @@ export function isZeroId(words: Int32Array, at: number, n: number): boolean {
 export const TRACEPARENT_LENGTH = 55;
 const DASH = 0x2d;
 const ZERO = 0x30;
+/** Where a traceparent's parts start: the trace id's hex, the span id's hex, the flags' last digit. */
+const TRACE_HEX_AT = 3;
+const SPAN_HEX_AT = TRACE_HEX_AT + 8 * TRACE_ID_WORDS + 1;
+const FLAGS_DIGIT_AT = TRACEPARENT_LENGTH - 1;
 
 /**
- * Writes a W3C traceparent (version 00) for this trace id and span id, sampled or not, into `out`
- * at `pos` (TRACEPARENT_LENGTH bytes); returns the end.
+ * Two hex digits per byte value as one 16-bit unit, little-endian (the first digit in the low
+ * byte): a byte's digits are written with one store.
  */
-export function writeTraceparent(
-  out: Uint8Array,
-  pos: number,
-  words: Int32Array,
-  traceAt: number,
-  spanAt: number,
-  sampled: boolean,
-): number {
-  out[pos] = ZERO;
-  out[pos + 1] = ZERO;
-  out[pos + 2] = DASH;
-  let p = writeHexWords(out, pos + 3, words, traceAt, TRACE_ID_WORDS);
-  out[p++] = DASH;
-  p = writeHexWords(out, p, words, spanAt, SPAN_ID_WORDS);
-  out[p] = DASH;
-  out[p + 1] = ZERO;
-  out[p + 2] = sampled ? 0x31 : ZERO;
-  return p + 3;
+const HEX_UNITS = Uint16Array.from(
+  { length: 256 },
+  (_, b) => HEX_PAIRS[2 * b]! | (HEX_PAIRS[2 * b + 1]! << 8),
+);
+
+/** Writes words `at`…`at + n` as lowercase hex at `pos`, two digits per store. */
+function putHexUnits(view: DataView, pos: number, words: Int32Array, at: number, n: number): void {
+  for (let k = 0; k < n; k++) {
+    const word = words[at + k]!;
+    const p = pos + 8 * k;
+    view.setUint16(p, HEX_UNITS[word >>> 24]!, true);
+    view.setUint16(p + 2, HEX_UNITS[(word >>> 16) & 0xff]!, true);
+    view.setUint16(p + 4, HEX_UNITS[(word >>> 8) & 0xff]!, true);
+    view.setUint16(p + 6, HEX_UNITS[word & 0xff]!, true);
+  }
 }
 
-const traceparentScratch = Buffer.alloc(TRACEPARENT_LENGTH);
+/**
+ * A W3C traceparent (version 00) value that is written over for each request: its dashes and
+ * version are written once, the ids and flags each time (a third of the stores of writing it
+ * whole, a byte at a time).
+ */
+export class TraceparentValue {
+  readonly bytes = Buffer.allocUnsafe(TRACEPARENT_LENGTH);
+  private readonly view = new DataView(
+    this.bytes.buffer,
+    this.bytes.byteOffset,
+    TRACEPARENT_LENGTH,
+  );
+
+  constructor() {
+    const bytes = this.bytes;
+    bytes[0] = ZERO;
+    bytes[1] = ZERO;
+    bytes[2] = DASH;
+    bytes[SPAN_HEX_AT - 1] = DASH;
+    bytes[FLAGS_DIGIT_AT - 2] = DASH;
+    bytes[FLAGS_DIGIT_AT - 1] = ZERO;
+  }
+
+  /** For this trace id and span id, sampled or not; returns the bytes. */
+  write(words: Int32Array, traceAt: number, spanAt: number, sampled: boolean): Buffer {
+    putHexUnits(this.view, TRACE_HEX_AT, words, traceAt, TRACE_ID_WORDS);
+    putHexUnits(this.view, SPAN_HEX_AT, words, spanAt, SPAN_ID_WORDS);
+    this.bytes[FLAGS_DIGIT_AT] = sampled ? 0x31 : ZERO;
+    return this.bytes;
+  }
+}
 
 /** A W3C traceparent (version 00) for this trace id and span id, sampled or not. */
 export function traceparent(
@@ -108,8 +139,7 @@ export function traceparent(
   spanAt: number,
   sampled: boolean,
 ): string {
-  writeTraceparent(traceparentScratch, 0, words, traceAt, spanAt, sampled);
-  return traceparentScratch.toString('latin1');
+  return new TraceparentValue().write(words, traceAt, spanAt, sampled).toString('latin1');
 }
 
 /**

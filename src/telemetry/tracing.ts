@@ -23,9 +23,8 @@ import {
   isZeroId,
   SPAN_ID_WORDS,
   TRACE_ID_WORDS,
-  TRACEPARENT_LENGTH,
+  TraceparentValue,
   wordsToHex,
-  writeTraceparent,
 } from './trace-ids.js';
 import type {
   FromTraceThread,
@@ -125,11 +124,18 @@ const round = (ms: number): number => Math.round(ms * 100) / 100;
  * holds; the spans are made elsewhere (SpanSink).
  */
 export class RequestTracing {
-  private readonly traces = new InFlightTraces();
+  private readonly traces: InFlightTraces;
   private readonly ids = new IdWordPool();
   /** Send spans waiting for the last of their requests, by the ref their slots hold (setSend). */
   private readonly openSends: (OpenGroup | undefined)[] = [];
   private readonly freeSendRefs: number[] = [];
+  /**
+   * Each slot's `traceparent` value for results, written over for each request that takes the
+   * slot, instead of a Buffer view made per result and kept alive until its acknowledgement. A
+   * sink reads a record's Buffers only until it acknowledges it (RecordSink.send); a slot given up
+   * while a send may still read its value gets a fresh one (see finish).
+   */
+  private readonly traceparents: (TraceparentValue | undefined)[] = [];
   /** The sampled slots of one sending() call (reused: a call never outlives itself). */
   private linked = new Int32Array(256);
   /**
@@ -141,7 +147,10 @@ export class RequestTracing {
   constructor(
     private readonly spans: SpanSink,
     sampleRatio: number,
+    /** Requests in flight the table starts with room for (it grows as needed). */
+    initialCapacity?: number,
   ) {
+    this.traces = new InFlightTraces(initialCapacity);
     this.newTracesBelow =
       sampleRatio >= 1 ? undefined : Math.floor(Math.max(0, sampleRatio) * 0xffffffff);
   }
@@ -306,10 +315,6 @@ export class RequestTracing {
     let count = 0;
     let topic: string | undefined;
     let mixed = false;
-    // The results' traceparent values, as bytes in one buffer per call: a view per result costs
-    // the producer less than a string per result, which it would turn back into these bytes.
-    let headerBytes: Buffer | undefined;
-    let headerEnd = 0;
     for (let i = 0; i < records.length; i++) {
       const slot = slotOf(records[i]!);
       const out = outs[i];
@@ -320,18 +325,7 @@ export class RequestTracing {
           ? out.topic === onlyResultTopic
           : (resultTopics as ReadonlySet<string>).has(out.topic);
       if (isResult) {
-        const at = traces.idsAt(slot);
-        headerBytes ??= Buffer.allocUnsafe(TRACEPARENT_LENGTH * (records.length - i));
-        const from = headerEnd;
-        headerEnd = writeTraceparent(
-          headerBytes,
-          from,
-          traces.ids,
-          at + ID.trace,
-          at + ID.span,
-          sampled,
-        );
-        out.headers['traceparent'] = headerBytes.subarray(from, headerEnd);
+        out.headers['traceparent'] = this.traceparentOf(slot, sampled);
         const traceState = traces.traceStates[slot]!;
         if (traceState) out.headers['tracestate'] = traceState;
       }
@@ -373,6 +367,13 @@ export class RequestTracing {
       if (earlier >= 0) this.sendEnded(earlier, start);
       traces.setSend(slot, ref);
     }
+  }
+
+  /** The slot's traceparent value, written for the request it holds now. */
+  private traceparentOf(slot: number, sampled: boolean): Buffer {
+    const at = this.traces.idsAt(slot);
+    const value = (this.traceparents[slot] ??= new TraceparentValue());
+    return value.write(this.traces.ids, at + ID.trace, at + ID.span, sampled);
   }
 
   /** One of the send's requests is done; the last one ends the span at `at`. */
@@ -422,6 +423,9 @@ export class RequestTracing {
       const ref = traces.sendOf(slot);
       if (ref >= 0) this.sendEnded(ref, end);
     }
+    // Given up: a send that is still under way (a transaction being dropped, a send abandoned at
+    // shutdown) may read this value yet, so the slot's next request must not write over it.
+    if (outcome === 'abandoned') this.traceparents[slot] = undefined;
     traces.close(slot);
   }
 }

@@ -83,6 +83,15 @@ export class FakeSource implements RecordSource {
   }
 }
 
+/** The record with its own copy of each Buffer header value. */
+function copyOf(record: OutboundRecord): OutboundRecord {
+  const headers: OutboundRecord['headers'] = {};
+  for (const [name, value] of Object.entries(record.headers)) {
+    headers[name] = Buffer.isBuffer(value) ? Buffer.from(value) : value;
+  }
+  return { ...record, headers };
+}
+
 /** Acknowledges sends, or fails the next N, or holds them until released. */
 export class FakeSink implements RecordSink {
   sent: OutboundRecord[] = [];
@@ -110,7 +119,9 @@ export class FakeSink implements RecordSink {
       throw new Error('broker not available');
     }
     if (this.holding) await new Promise<void>((resolve) => this.held.push(resolve));
-    this.sent.push(...records);
+    // What a broker keeps is the bytes as they were sent: a sender may reuse a Buffer it gave
+    // once the send is acknowledged (RecordSink).
+    this.sent.push(...records.map(copyOf));
   }
 
   release(): void {

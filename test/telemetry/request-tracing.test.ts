@@ -37,12 +37,17 @@ function request(offset: number, x: number[], traceparent?: string): InboundReco
 }
 
 /** Request tracing whose spans are built on this thread into `exporter`. */
-function tracingInto(exporter: InMemorySpanExporter, sampleRatio = 1): RequestTracing {
+function tracingInto(
+  exporter: InMemorySpanExporter,
+  sampleRatio = 1,
+  /** Requests in flight before the table grows: a small table makes slots be reused. */
+  capacity?: number,
+): RequestTracing {
   const builder = new SpanBuilder({
     spanProcessors: [new SimpleSpanProcessor({ exporter })],
     groupId: 'the-group',
   });
-  return new RequestTracing(new LocalSpanSink(builder), sampleRatio);
+  return new RequestTracing(new LocalSpanSink(builder), sampleRatio, capacity);
 }
 
 /** A started worker over fakes, traced by `tracing`. */
@@ -264,7 +269,7 @@ describe('RequestTracing on its own', () => {
 
   it('leaves a request given up during inference out of the batch span, and its reused slot untouched', () => {
     const exporter = new InMemorySpanExporter();
-    const tracing = tracingInto(exporter);
+    const tracing = tracingInto(exporter, 1, 2);
     const [kept, lost, next] = [0, 1, 2].map((i) => request(i, [1]));
     tracing.received(kept!);
     tracing.received(lost!);
@@ -290,6 +295,49 @@ describe('RequestTracing on its own', () => {
     expect(byOffset(0).attributes[SPAN_ATTRIBUTE.batchSpanId]).toBe(batch.spanContext().spanId);
     expect(byOffset(2).attributes[SPAN_ATTRIBUTE.batchSpanId]).toBeUndefined();
     expect(byOffset(1).attributes[SPAN_ATTRIBUTE.outcome]).toBe('abandoned');
+  });
+
+  it("gives each result its request's traceparent while slots are reused, and leaves a given-up result's alone", () => {
+    const exporter = new InMemorySpanExporter();
+    // One slot: every request below takes the slot the one before it let go.
+    const tracing = tracingInto(exporter, 1, 1);
+    const out = () => ({
+      topic: 'results',
+      key: null,
+      value: Buffer.alloc(0),
+      headers: {} as Record<string, string | Buffer>,
+    });
+    const sent: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const record = request(i, [1]);
+      const result = out();
+      tracing.received(record);
+      tracing.sending([record], [result], 'results');
+      // What the broker keeps: the bytes as they were when acknowledged.
+      sent.push(String(result.headers['traceparent']));
+      tracing.answered(record, 'result');
+    }
+    const spanIds = exporter
+      .getFinishedSpans()
+      .filter((s) => s.kind === SpanKind.CONSUMER)
+      .map((s) => `00-${s.spanContext().traceId}-${s.spanContext().spanId}-01`);
+    expect(sent).toEqual(spanIds);
+    expect(new Set(sent).size).toBe(3);
+
+    // A request given up while its result may still be on its way (a transaction being
+    // dropped): the next request takes its slot, and the result keeps its own header.
+    const lost = request(3, [1]);
+    const lostResult = out();
+    tracing.received(lost);
+    tracing.sending([lost], [lostResult], 'results');
+    const lostHeader = String(lostResult.headers['traceparent']);
+    tracing.abandoned(lost, 'partition revoked');
+    const next = request(4, [1]);
+    const nextResult = out();
+    tracing.received(next);
+    tracing.sending([next], [nextResult], 'results');
+    expect(String(lostResult.headers['traceparent'])).toBe(lostHeader);
+    expect(String(nextResult.headers['traceparent'])).not.toBe(lostHeader);
   });
 
   it('ends each send span with the last of its requests, also for a request sent again before its answer', () => {

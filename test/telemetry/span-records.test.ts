@@ -112,7 +112,7 @@ describe('in-flight traces', () => {
   });
 
   it('reuse a closed slot with nothing of its last request left, and grow past their capacity', () => {
-    const traces = new InFlightTraces(2);
+    const traces = new InFlightTraces(1);
     const first = openSlot(traces, record(0, { traceState: 'k=v' }));
     traces.setBatchWait(first, 7);
     traces.close(first);
@@ -127,7 +127,7 @@ describe('in-flight traces', () => {
     expect(traces.requestIds[reused]).toBe('');
     expect(traces.sampled(reused)).toBe(true);
 
-    // Five requests at once in a table made for two: earlier rows survive the growth.
+    // Five requests at once in a table made for one: earlier rows survive the growth.
     const records = [1, 2, 3, 4].map((i) => record(i));
     const slots = records.map((r) => openSlot(traces, r));
     expect(traces.live).toBe(5);
@@ -140,6 +140,21 @@ describe('in-flight traces', () => {
     });
     for (const slot of [reused, ...slots]) traces.close(slot);
     expect(traces.live).toBe(0);
+  });
+
+  it('take freed slots again first freed, first taken, and new ones in order', () => {
+    const traces = new InFlightTraces(4);
+    const open = () => traces.open('t', 0, 0, 0, 0, '');
+    expect([open(), open(), open()]).toEqual([0, 1, 2]);
+    traces.close(2);
+    traces.close(0);
+    // Slot 3 was never taken: it comes first, then the two freed, in the order they were freed.
+    expect([open(), open(), open()]).toEqual([3, 2, 0]);
+    // All four taken: the table grows, and the new slots come in order.
+    expect([open(), open()]).toEqual([4, 5]);
+    traces.close(1);
+    expect([open(), open()]).toEqual([6, 7]);
+    expect(open()).toBe(1);
   });
 
   it('keep the sampling decision and the send per slot, apart', () => {

@@ -122,7 +122,7 @@ export function putIdBytes(
  */
 export const LOOP_COPY_MAX = 12;
 /** Part of an array is copied with `set` from this length on: its view is an object to collect. */
-export const VIEW_COPY_MIN = 64;
+const VIEW_COPY_MIN = 64;
 
 /** Bytes as they are (encoded once, copied per span). */
 export function putBytes(buf: Uint8Array, pos: number, bytes: Uint8Array): number {

@@ -47,7 +47,6 @@ import {
   putMillis,
   putVarint,
   utf8,
-  VIEW_COPY_MIN,
   utf8Length,
   varintSize,
 } from './proto-writer.js';
@@ -284,18 +283,32 @@ function valuePrefix(key: string, anySize: number, valueKey: number, stringLengt
   });
 }
 
-/** `length` bytes of `text` from `from` (a view of them only when long: a view is an object). */
-function putText(
-  buf: Uint8Array,
-  pos: number,
-  text: Uint8Array,
-  from: number,
-  length: number,
-): number {
-  if (length < VIEW_COPY_MIN) for (let i = 0; i < length; i++) buf[pos + i] = text[from + i]!;
-  else buf.set(text.subarray(from, from + length), pos);
-  return pos + length;
+/**
+ * The `messaging.message.id` attribute: `s` as `length` UTF-8 bytes. Given its UTF-16 length, it
+ * writes the string as ASCII and returns -1 at the first character that is not; given its
+ * `utf8Length`, it writes any string.
+ */
+function putMessageId(buf: Uint8Array, pos: number, s: string, length: number): number {
+  const anySize = 1 + varintSize(length) + length;
+  let p = pos;
+  buf[p++] = KEY.attribute;
+  p = putVarint(buf, p, MESSAGE_ID_KEY.length + 1 + varintSize(anySize) + anySize);
+  p = putBytes(buf, p, MESSAGE_ID_KEY);
+  buf[p++] = KEY.kvValue;
+  p = putVarint(buf, p, anySize);
+  buf[p++] = KEY.stringValue;
+  p = putVarint(buf, p, length);
+  if (length !== s.length)
+    return p + utf8Encoder.encodeInto(s, buf.subarray(p, p + length)).written;
+  for (let i = 0; i < length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return -1;
+    buf[p + i] = c;
+  }
+  return p + length;
 }
+
+const utf8Encoder = new TextEncoder();
 
 /** The longest a numeric attribute with these prefixes takes. */
 const numberMax = (prefixes: Uint8Array[]): number =>
@@ -542,10 +555,12 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     const t = index * TEXTS;
     const shared = this.partitionBytes(span.shared.groupId, records, n);
     const hasParent = hasId(ids, d + ID.parent);
-    const requestIdLength = texts[t + S.requestId + 1]!;
+    const requestId = records.requestIds[index]!;
+    // Its UTF-8 bytes, at most: three per UTF-16 unit.
+    const requestIdRoom = 3 * requestId.length;
     const rare =
       texts[t + S.traceState + 1]! | texts[t + S.errorCode + 1]! | texts[t + S.abandonReason + 1]!;
-    w.reserve(shared.spanMax + requestIdLength);
+    w.reserve(shared.spanMax + requestIdRoom);
     let buf = w.bytes;
     let view = w.dataView;
     let p = w.pos;
@@ -559,7 +574,7 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     if (texts[t + S.traceState + 1]) {
       w.pos = p;
       this.traceState(w, KEY.traceState, span.spanContext());
-      w.reserve(shared.spanMax + requestIdLength);
+      w.reserve(shared.spanMax + requestIdRoom);
       ({ bytes: buf, dataView: view, pos: p } = w);
     }
     if (hasParent) {
@@ -575,16 +590,11 @@ export class TraceSerializer implements ISerializer<ReadableSpan[], IExportTrace
     p = putBytes(buf, p, shared.attributesByOutcome[numbers[n + N.outcome]!]!);
     p = putNumber(buf, view, p, OFFSET, numbers, n + N.offset);
     p = putNumber(buf, view, p, QUEUE_WAIT, numbers, n + N.queueWait);
-    if (requestIdLength) {
-      const anySize = 1 + varintSize(requestIdLength) + requestIdLength;
-      buf[p++] = KEY.attribute;
-      p = putVarint(buf, p, MESSAGE_ID_KEY.length + 1 + varintSize(anySize) + anySize);
-      p = putBytes(buf, p, MESSAGE_ID_KEY);
-      buf[p++] = KEY.kvValue;
-      p = putVarint(buf, p, anySize);
-      buf[p++] = KEY.stringValue;
-      p = putVarint(buf, p, requestIdLength);
-      p = putText(buf, p, records.text, texts[t + S.requestId]!, requestIdLength);
+    if (requestId.length > 0) {
+      // As ASCII (ids mostly are): one pass; written again, measured, if it is not.
+      const at = p;
+      p = putMessageId(buf, at, requestId, requestId.length);
+      if (p < 0) p = putMessageId(buf, at, requestId, utf8Length(requestId));
     }
     if (hasId(ids, d + ID.batch)) {
       p = putBytes(buf, p, BATCH_SPAN_PREFIX);
