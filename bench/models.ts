@@ -39,6 +39,11 @@ export interface BenchModelSpec {
    * runs for several seconds on one wasm core (see bench/README.md).
    */
   defaultRequests: number;
+  /**
+   * About the untraced worker's rate on the project's 2-core machine (requests/s): sizes the
+   * topics of `--tracing-only`, which skips the phases that measure it.
+   */
+  typicalRps: number;
   build(tf: typeof tfjs): tfjs.LayersModel;
 }
 
@@ -89,6 +94,7 @@ export const BENCH_MODELS: Record<BenchModelName, BenchModelSpec> = {
     inputShape: [32],
     outputShape: [1],
     defaultRequests: 200_000,
+    typicalRps: 35_000,
     build: (tf) =>
       chain(
         tf,
@@ -108,6 +114,7 @@ export const BENCH_MODELS: Record<BenchModelName, BenchModelSpec> = {
     outputShape: [10],
     labels: DIGIT_LABELS,
     defaultRequests: 60_000,
+    typicalRps: 9_000,
     build: (tf) =>
       chain(
         tf,
@@ -127,6 +134,7 @@ export const BENCH_MODELS: Record<BenchModelName, BenchModelSpec> = {
     outputShape: [10],
     labels: DIGIT_LABELS,
     defaultRequests: 32_000,
+    typicalRps: 9_000,
     build: (tf) =>
       chain(
         tf,

@@ -90,6 +90,8 @@ interface BenchOptions {
   out: string;
   /** Only redraw `<out>/latest.svg` from this results file. */
   render: string | undefined;
+  /** Only the tracing phase (untraced and traced workers taking turns), this many times. */
+  tracingOnly: number | undefined;
 }
 
 function parseOptions(argv: string[]): BenchOptions {
@@ -157,7 +159,18 @@ function parseOptions(argv: string[]): BenchOptions {
       '--out <dir>',
       'results folder (default bench/results, or .cache/bench/results with --quick)',
     )
-    .option('--render <json>', 'measure nothing: redraw <out>/latest.svg from a results file');
+    .option('--render <json>', 'measure nothing: redraw <out>/latest.svg from a results file')
+    .addOption(
+      new Option(
+        '--tracing-only <runs>',
+        "only tracing's cost (an untraced and a traced worker taking turns, 128 per batch), measured <runs> times; writes <out>/tracing-turns-*.json",
+      ).argParser((text: string) => {
+        const n = Number(text);
+        if (!Number.isInteger(n) || n < 1)
+          throw new InvalidArgumentError('expected an integer ≥ 1');
+        return n;
+      }),
+    );
   program.parse(argv);
   const o = program.opts<{
     models: BenchModelName[];
@@ -170,6 +183,7 @@ function parseOptions(argv: string[]): BenchOptions {
     rounds?: number;
     out?: string;
     render?: string;
+    tracingOnly?: number;
   }>();
   return {
     models: o.models,
@@ -185,6 +199,7 @@ function parseOptions(argv: string[]): BenchOptions {
       o.out ?? (o.quick ? path.join('.cache', 'bench', 'results') : path.join('bench', 'results')),
     ),
     render: o.render,
+    tracingOnly: o.tracingOnly,
   };
 }
 
@@ -1365,6 +1380,12 @@ interface TracingTurns {
 
 let tracingTurnsRuns = 0;
 
+function sayTurns(turns: TracingTurns): void {
+  say(
+    `      tracing costs ${turns.tracing_cost_pct} %: ${fmtRate(turns.traced.rps)}/s traced vs ${fmtRate(turns.untraced.rps)}/s untraced over ${turns.turns} turns of ${TURN_MS} ms each (${fmtSessions(turns)}; by fifths: ${turns.tracing_cost_pct_by_fifth.join(', ')} %); main thread ${turns.traced.main_thread_us_per_request ?? '?'} vs ${turns.untraced.main_thread_us_per_request ?? '?'} µs per request, process ${turns.traced.process_us_per_request ?? '?'} vs ${turns.untraced.process_us_per_request ?? '?'}, broker ${turns.traced.broker_us_per_request ?? '?'} vs ${turns.untraced.broker_us_per_request ?? '?'}, receiver ${turns.receiver_us_per_request ?? '?'}; ${turns.spans_dropped} spans dropped`,
+  );
+}
+
 /** "x % untraced first, y % traced first". */
 function fmtSessions(turns: TracingTurns): string {
   return turns.sessions
@@ -2101,9 +2122,7 @@ async function benchModel(
   }
 
   const turns = await tracingTurns(bench, spec, ss.result.rps, pinned);
-  say(
-    `      tracing costs ${turns.tracing_cost_pct} %: ${fmtRate(turns.traced.rps)}/s traced vs ${fmtRate(turns.untraced.rps)}/s untraced over ${turns.turns} turns of ${TURN_MS} ms each (${fmtSessions(turns)}; by fifths: ${turns.tracing_cost_pct_by_fifth.join(', ')} %); main thread ${turns.traced.main_thread_us_per_request ?? '?'} vs ${turns.untraced.main_thread_us_per_request ?? '?'} µs per request, process ${turns.traced.process_us_per_request ?? '?'} vs ${turns.untraced.process_us_per_request ?? '?'}, broker ${turns.traced.broker_us_per_request ?? '?'} vs ${turns.untraced.broker_us_per_request ?? '?'}, receiver ${turns.receiver_us_per_request ?? '?'}; ${turns.spans_dropped} spans dropped`,
-  );
+  sayTurns(turns);
 
   say(
     `  latency: \`streamscore run\` in its own process; ${LOAD_LEVELS.map((p) => `${p} %`).join(', ')} of ${fmtRate(ss.result.rps)}/s, ${bench.options.loadSeconds} s each…`,
@@ -2491,6 +2510,56 @@ async function renderOnly(file: string, out: string): Promise<void> {
   say(`• Wrote ${path.relative(ROOT, path.join(out, 'latest.svg'))} from ${file}`);
 }
 
+/**
+ * `--tracing-only <runs>`: tracing's cost alone, `runs` times per model (each run two sessions of
+ * turns, as in the full bench), so that a cost whose runs scatter by several points is read from
+ * many runs. Batches of 128 (what autotune chooses for every model here); topics sized by the
+ * model's typical untraced rate.
+ */
+async function tracingOnly(
+  bench: Bench,
+  runs: number,
+  machine: Machine,
+  date: string,
+  startedAt: number,
+): Promise<void> {
+  const results: Record<string, { runs: TracingTurns[]; median_cost_pct: number }> = {};
+  for (const name of bench.options.models) {
+    const spec = BENCH_MODELS[name];
+    say(`\n■ ${spec.title}: tracing's cost, ${runs} run(s)`);
+    const done: TracingTurns[] = [];
+    for (let run = 1; run <= runs; run++) {
+      say(`  run ${run} of ${runs}`);
+      const turns = await tracingTurns(bench, spec, spec.typicalRps, 128);
+      sayTurns(turns);
+      done.push(turns);
+    }
+    const costs = done.map((t) => t.tracing_cost_pct).sort((x, y) => x - y);
+    const median = percentile(costs, 50);
+    results[name] = { runs: done, median_cost_pct: round(median, 1) };
+    say(`  ${spec.title}: ${costs.join(', ')} %; median ${round(median, 1)} %`);
+  }
+  machine.load_average.end = round(os.loadavg()[0]!, 2);
+  const sha = git(['rev-parse', '--short', 'HEAD']) ?? 'nogit';
+  const dirty = (git(['status', '--porcelain']) ?? '') !== '';
+  const report = {
+    date,
+    git: { sha, dirty },
+    command: `npx tsx bench/run.ts ${process.argv.slice(2).join(' ')}`.trim(),
+    machine,
+    duration_s: round((now() - startedAt) / 1000, 1),
+    method:
+      'an untraced and a traced `streamscore run` (128 per batch; the traced one exports every span over OTLP/HTTP to a receiver that discards them) read one pre-produced topic, each in its own group, taking turns of 500 ms (SIGSTOP/SIGCONT); the rate of each side is its answered requests over its own running time; two sessions per run, each starting the workers the other way round',
+    models: results,
+  };
+  await mkdir(bench.options.out, { recursive: true });
+  const stem = `tracing-turns-${date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}-${sha}`;
+  const json = JSON.stringify(report, null, 2) + '\n';
+  await writeAtomically(path.join(bench.options.out, `${stem}.json`), json);
+  await writeAtomically(path.join(bench.options.out, 'tracing-turns-latest.json'), json);
+  say(`\n• Wrote ${path.relative(ROOT, path.join(bench.options.out, `${stem}.json`))}`);
+}
+
 async function writeAtomically(file: string, text: string): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   await writeFile(tmp, text);
@@ -2573,6 +2642,7 @@ async function main(): Promise<void> {
     }).kafka;
     otlpSink = await startDiscardingReceiver();
     try {
+      if (options.tracingOnly !== undefined) throw new Error('not needed with --tracing-only');
       jaeger = await startLocalJaeger();
       say(`• Jaeger v2 for a traced phase: OTLP at ${jaeger.otlpHttpEndpoint}`);
     } catch (err) {
@@ -2612,6 +2682,11 @@ async function main(): Promise<void> {
       say(
         `  note: load average ${loadAtStart} before the run: other processes use the CPU, so figures will be lower and noisier`,
       );
+    }
+
+    if (options.tracingOnly !== undefined) {
+      await tracingOnly(b, options.tracingOnly, machine, date, startedAt);
+      return;
     }
 
     const models: Record<string, ModelReport> = {};
