@@ -101,6 +101,11 @@ function parseOptions(argv: string[]): BenchOptions {
       throw new InvalidArgumentError('expected a number > 0');
     return value;
   };
+  const positiveInteger = (text: string) => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected an integer ≥ 1');
+    return n;
+  };
   const program = new Command()
     .name('npm run bench --')
     .description(
@@ -148,12 +153,7 @@ function parseOptions(argv: string[]): BenchOptions {
       new Option(
         '--rounds <n>',
         'rounds of the in-process streamscore phase (the median reported)',
-      ).argParser((text: string) => {
-        const n = Number(text);
-        if (!Number.isInteger(n) || n < 1)
-          throw new InvalidArgumentError('expected an integer ≥ 1');
-        return n;
-      }),
+      ).argParser(positiveInteger),
     )
     .option(
       '--out <dir>',
@@ -164,12 +164,7 @@ function parseOptions(argv: string[]): BenchOptions {
       new Option(
         '--tracing-only <runs>',
         "only tracing's cost (an untraced and a traced worker taking turns, 128 per batch), measured <runs> times; writes <out>/tracing-turns-*.json",
-      ).argParser((text: string) => {
-        const n = Number(text);
-        if (!Number.isInteger(n) || n < 1)
-          throw new InvalidArgumentError('expected an integer ≥ 1');
-        return n;
-      }),
+      ).argParser(positiveInteger),
     );
   program.parse(argv);
   const o = program.opts<{
@@ -2535,7 +2530,9 @@ async function tracingOnly(
       done.push(turns);
     }
     const costs = done.map((t) => t.tracing_cost_pct).sort((x, y) => x - y);
-    const median = percentile(costs, 50);
+    // The middle run, or the mean of the two middle ones.
+    const mid = costs.length >> 1;
+    const median = costs.length % 2 ? costs[mid]! : (costs[mid - 1]! + costs[mid]!) / 2;
     results[name] = { runs: done, median_cost_pct: round(median, 1) };
     say(`  ${spec.title}: ${costs.join(', ')} %; median ${round(median, 1)} %`);
   }
