@@ -2537,25 +2537,38 @@ async function tracingOnly(
     say(`  ${spec.title}: ${costs.join(', ')} %; median ${round(median, 1)} %`);
   }
   machine.load_average.end = round(os.loadavg()[0]!, 2);
-  const sha = git(['rev-parse', '--short', 'HEAD']) ?? 'nogit';
-  const dirty = (git(['status', '--porcelain']) ?? '') !== '';
+  const header = runHeader(date, startedAt, machine);
   const report = {
-    date,
-    git: { sha, dirty },
-    command: `npx tsx bench/run.ts ${process.argv.slice(2).join(' ')}`.trim(),
-    machine,
-    duration_s: round((now() - startedAt) / 1000, 1),
+    ...header,
     method:
       'an untraced and a traced `streamscore run` (128 per batch; the traced one exports every span over OTLP/HTTP to a receiver that discards them) read one pre-produced topic, each in its own group, taking turns of 500 ms (SIGSTOP/SIGCONT); the rate of each side is its answered requests over its own running time; two sessions per run, each starting the workers the other way round',
     models: results,
   };
   await mkdir(bench.options.out, { recursive: true });
-  const stem = `tracing-turns-${date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}-${sha}`;
+  const stem = `tracing-turns-${resultStem(date, header.git.sha)}`;
   const json = JSON.stringify(report, null, 2) + '\n';
   await writeAtomically(path.join(bench.options.out, `${stem}.json`), json);
   await writeAtomically(path.join(bench.options.out, 'tracing-turns-latest.json'), json);
   say(`\n• Wrote ${path.relative(ROOT, path.join(bench.options.out, `${stem}.json`))}`);
 }
+
+/** What every results file starts with: when, which build, how it was run, on what. */
+function runHeader(date: string, startedAt: number, machine: Machine) {
+  return {
+    date,
+    git: {
+      sha: git(['rev-parse', '--short', 'HEAD']) ?? 'nogit',
+      dirty: (git(['status', '--porcelain']) ?? '') !== '',
+    },
+    command: `npx tsx bench/run.ts ${process.argv.slice(2).join(' ')}`.trim(),
+    machine,
+    duration_s: round((now() - startedAt) / 1000, 1),
+  };
+}
+
+/** `<date>-<sha>`, as results files are named. */
+const resultStem = (date: string, sha: string): string =>
+  `${date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}-${sha}`;
 
 async function writeAtomically(file: string, text: string): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
@@ -2694,15 +2707,10 @@ async function main(): Promise<void> {
     machine.backend = Object.values(models)[0]?.machine.backend ?? machine.backend;
     machine.load_average.end = round(os.loadavg()[0]!, 2);
 
-    const seconds = (now() - startedAt) / 1000;
-    const sha = git(['rev-parse', '--short', 'HEAD']) ?? 'nogit';
-    const dirty = (git(['status', '--porcelain']) ?? '') !== '';
+    const header = runHeader(date, startedAt, machine);
+    const seconds = header.duration_s;
     const report = {
-      date,
-      git: { sha, dirty },
-      command: `npx tsx bench/run.ts ${process.argv.slice(2).join(' ')}`.trim(),
-      machine,
-      duration_s: round(seconds, 1),
+      ...header,
       process_max_rss_mb: round(process.resourceUsage().maxRSS / 1024),
       method: {
         process:
@@ -2726,7 +2734,7 @@ async function main(): Promise<void> {
       models,
     };
     await mkdir(options.out, { recursive: true });
-    const stem = `${date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}-${sha}`;
+    const stem = resultStem(date, header.git.sha);
     const json = JSON.stringify(report, null, 2) + '\n';
     const svg = renderChart(models, chartSubtitle(report));
     await writeAtomically(path.join(options.out, `${stem}.json`), json);
