@@ -8,8 +8,8 @@
  * with hex-string ids per request in flight was copied by every young-generation GC while the
  * request waited for its batch and its acknowledgement (`npm run bench:tracing`, `npm run bench`).
  * Here a request in flight is a slot number; ids are 32-bit words (trace-ids.ts); finished
- * requests travel in typed arrays that are moved, not copied, so handing over a thousand of them
- * is one cheap postMessage.
+ * requests travel in typed arrays that are moved, not copied, and their request ids as one array
+ * of strings, so handing over a thousand of them is one cheap postMessage.
  */
 import { hexToWords, SPAN_ID_WORDS, TRACE_ID_WORDS, wordsToHex } from './trace-ids.js';
 
