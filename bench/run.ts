@@ -2651,14 +2651,16 @@ async function main(): Promise<void> {
       overrides: { kafka: { brokers, clientId: 'streamscore-bench' } },
     }).kafka;
     otlpSink = await startDiscardingReceiver();
-    try {
-      if (options.tracingOnly !== undefined) throw new Error('not needed with --tracing-only');
-      jaeger = await startLocalJaeger();
-      say(`• Jaeger v2 for a traced phase: OTLP at ${jaeger.otlpHttpEndpoint}`);
-    } catch (err) {
-      say(
-        `• No Jaeger (${(err as Error).message.split('\n')[0]}); the Jaeger phase is skipped. \`npm run jaeger -- fetch\` builds it.`,
-      );
+    // --tracing-only has no Jaeger phase: the traced worker exports to the discarding receiver.
+    if (options.tracingOnly === undefined) {
+      try {
+        jaeger = await startLocalJaeger();
+        say(`• Jaeger v2 for a traced phase: OTLP at ${jaeger.otlpHttpEndpoint}`);
+      } catch (err) {
+        say(
+          `• No Jaeger (${(err as Error).message.split('\n')[0]}); the Jaeger phase is skipped. \`npm run jaeger -- fetch\` builds it.`,
+        );
+      }
     }
     Object.assign(bench, {
       kafka: createKafka(kafkaConfig, silentLogger),
