@@ -46,6 +46,7 @@ import type { ModelRunner } from '../src/model/types.js';
 import { startService, type Service } from '../src/service.js';
 import { createLogger, silentLogger, type Logger } from '../src/telemetry/logger.js';
 import { percentile } from '../src/telemetry/stats.js';
+import { medianInterval, type MedianInterval } from './median-interval.js';
 import {
   BENCH_MODELS,
   BENCH_MODEL_NAMES,
@@ -2505,6 +2506,23 @@ async function renderOnly(file: string, out: string): Promise<void> {
   say(`• Wrote ${path.relative(ROOT, path.join(out, 'latest.svg'))} from ${file}`);
 }
 
+/** The issue's target for tracing at 100 % sampling: at most this much throughput lost. */
+const TRACING_TARGET_PCT = 10;
+
+type TargetVerdict = 'met' | 'not met' | 'undecided' | 'too few runs';
+
+/**
+ * Met when the whole 95 % interval of the median cost is at or under the target, not met when it
+ * is all above, undecided when it straddles it: a median a point under the target, from runs that
+ * scatter by ±4 points, does not show that the target is met.
+ */
+function targetVerdict(interval: MedianInterval | null): TargetVerdict {
+  if (!interval) return 'too few runs';
+  if (interval.high <= TRACING_TARGET_PCT) return 'met';
+  if (interval.low > TRACING_TARGET_PCT) return 'not met';
+  return 'undecided';
+}
+
 /**
  * `--tracing-only <runs>`: tracing's cost alone, `runs` times per model (each run two sessions of
  * turns, as in the full bench), so that a cost whose runs scatter by several points is read from
@@ -2518,7 +2536,15 @@ async function tracingOnly(
   date: string,
   startedAt: number,
 ): Promise<void> {
-  const results: Record<string, { runs: TracingTurns[]; median_cost_pct: number }> = {};
+  const results: Record<
+    string,
+    {
+      runs: TracingTurns[];
+      median_cost_pct: number;
+      median_interval_95: MedianInterval | null;
+      target: { max_cost_pct: number; verdict: TargetVerdict };
+    }
+  > = {};
   for (const name of bench.options.models) {
     const spec = BENCH_MODELS[name];
     say(`\n■ ${spec.title}: tracing's cost, ${runs} run(s)`);
@@ -2533,8 +2559,20 @@ async function tracingOnly(
     // The middle run, or the mean of the two middle ones.
     const mid = costs.length >> 1;
     const median = costs.length % 2 ? costs[mid]! : (costs[mid - 1]! + costs[mid]!) / 2;
-    results[name] = { runs: done, median_cost_pct: round(median, 1) };
-    say(`  ${spec.title}: ${costs.join(', ')} %; median ${round(median, 1)} %`);
+    const interval = medianInterval(costs);
+    const verdict = targetVerdict(interval);
+    results[name] = {
+      runs: done,
+      median_cost_pct: round(median, 1),
+      median_interval_95: interval && { ...interval, confidence: round(interval.confidence, 3) },
+      target: { max_cost_pct: TRACING_TARGET_PCT, verdict },
+    };
+    say(
+      `  ${spec.title}: ${costs.join(', ')} %; median ${round(median, 1)} %` +
+        (interval
+          ? `, 95 % interval ${interval.low}–${interval.high} %: ${verdict}`
+          : ` (fewer than 6 runs: no 95 % interval, no verdict on the ${TRACING_TARGET_PCT} % target)`),
+    );
   }
   machine.load_average.end = round(os.loadavg()[0]!, 2);
   const header = runHeader(date, startedAt, machine);
