@@ -93,6 +93,11 @@ interface BenchOptions {
   render: string | undefined;
   /** Only the tracing phase (untraced and traced workers taking turns), this many times. */
   tracingOnly: number | undefined;
+  /**
+   * With tracingOnly: the second worker is configured as the traced one but samples nothing
+   * (tracing off), so the "cost" is the method's own bias and scatter (an A/A measurement).
+   */
+  calibrate: boolean;
 }
 
 function parseOptions(argv: string[]): BenchOptions {
@@ -166,6 +171,10 @@ function parseOptions(argv: string[]): BenchOptions {
         '--tracing-only <runs>',
         "only tracing's cost (an untraced and a traced worker taking turns, 128 per batch), measured <runs> times; writes <out>/tracing-turns-*.json",
       ).argParser(positiveInteger),
+    )
+    .option(
+      '--calibrate',
+      "with --tracing-only: the second worker gets the OTLP endpoint but samples nothing (tracing off), so the cost measured is the method's own bias and scatter (A/A); writes <out>/tracing-turns-calibration-*.json",
     );
   program.parse(argv);
   const o = program.opts<{
@@ -180,7 +189,11 @@ function parseOptions(argv: string[]): BenchOptions {
     out?: string;
     render?: string;
     tracingOnly?: number;
+    calibrate?: boolean;
   }>();
+  if (o.calibrate && o.tracingOnly === undefined) {
+    program.error('error: --calibrate measures the tracing phase alone: add --tracing-only <runs>');
+  }
   return {
     models: o.models,
     requests: o.requests * (o.quick ? 0.05 : 1),
@@ -196,6 +209,7 @@ function parseOptions(argv: string[]): BenchOptions {
     ),
     render: o.render,
     tracingOnly: o.tracingOnly,
+    calibrate: o.calibrate ?? false,
   };
 }
 
@@ -1549,6 +1563,8 @@ async function tracingTurnsSession(
       extra: {
         STREAMSCORE_TELEMETRY_OTLP_ENDPOINT: bench.otlpSink.url,
         STREAMSCORE_TELEMETRY_SERVICE_NAME: `streamscore-bench-${spec.name}`,
+        // --calibrate: configured alike, but a ratio of 0 turns tracing off (A/A).
+        ...(bench.options.calibrate ? { STREAMSCORE_TELEMETRY_TRACES_SAMPLE_RATIO: '0' } : {}),
       },
     },
   ].map((side) => ({
@@ -2542,12 +2558,18 @@ async function tracingOnly(
       runs: TracingTurns[];
       median_cost_pct: number;
       median_interval_95: MedianInterval | null;
-      target: { max_cost_pct: number; verdict: TargetVerdict };
+      /** Null for --calibrate, whose expected cost is 0. */
+      target: { max_cost_pct: number; verdict: TargetVerdict } | null;
+      /** --calibrate: whether the interval of the median holds 0 (no bias shown). */
+      calibration?: { interval_holds_zero: boolean | null };
     }
   > = {};
+  const calibrate = bench.options.calibrate;
   for (const name of bench.options.models) {
     const spec = BENCH_MODELS[name];
-    say(`\n■ ${spec.title}: tracing's cost, ${runs} run(s)`);
+    say(
+      `\n■ ${spec.title}: ${calibrate ? 'the method alone (A/A: both untraced)' : "tracing's cost"}, ${runs} run(s)`,
+    );
     const done: TracingTurns[] = [];
     for (let run = 1; run <= runs; run++) {
       say(`  run ${run} of ${runs}`);
@@ -2561,17 +2583,24 @@ async function tracingOnly(
     const median = costs.length % 2 ? costs[mid]! : (costs[mid - 1]! + costs[mid]!) / 2;
     const interval = medianInterval(costs);
     const verdict = targetVerdict(interval);
+    const holdsZero = interval && interval.low <= 0 && interval.high >= 0;
     results[name] = {
       runs: done,
       median_cost_pct: round(median, 1),
       median_interval_95: interval && { ...interval, confidence: round(interval.confidence, 3) },
-      target: { max_cost_pct: TRACING_TARGET_PCT, verdict },
+      target: calibrate ? null : { max_cost_pct: TRACING_TARGET_PCT, verdict },
+      ...(calibrate ? { calibration: { interval_holds_zero: holdsZero } } : {}),
     };
+    const judged = calibrate
+      ? holdsZero
+        ? 'holds 0: no bias shown'
+        : 'does not hold 0: the method favours one side'
+      : verdict;
     say(
       `  ${spec.title}: ${costs.join(', ')} %; median ${round(median, 1)} %` +
         (interval
-          ? `, 95 % interval ${interval.low}–${interval.high} %: ${verdict}`
-          : ` (fewer than 6 runs: no 95 % interval, no verdict on the ${TRACING_TARGET_PCT} % target)`),
+          ? `, 95 % interval ${interval.low}–${interval.high} %: ${judged}`
+          : ' (fewer than 6 runs: no 95 % interval, no verdict)'),
     );
   }
   machine.load_average.end = round(os.loadavg()[0]!, 2);
@@ -2580,13 +2609,20 @@ async function tracingOnly(
     ...header,
     method:
       'an untraced and a traced `streamscore run` (128 per batch; the traced one exports every span over OTLP/HTTP to a receiver that discards them) read one pre-produced topic, each in its own group, taking turns of 500 ms (SIGSTOP/SIGCONT); the rate of each side is its answered requests over its own running time; two sessions per run, each starting the workers the other way round',
+    ...(calibrate
+      ? {
+          calibration:
+            'A/A: the "traced" worker has the OTLP endpoint but telemetry.tracesSampleRatio 0, which turns tracing off; both workers do the same work, so the cost measures the method',
+        }
+      : {}),
     models: results,
   };
   await mkdir(bench.options.out, { recursive: true });
-  const stem = `tracing-turns-${resultStem(date, header.git.sha)}`;
+  const kind = calibrate ? 'tracing-turns-calibration' : 'tracing-turns';
+  const stem = `${kind}-${resultStem(date, header.git.sha)}`;
   const json = JSON.stringify(report, null, 2) + '\n';
   await writeAtomically(path.join(bench.options.out, `${stem}.json`), json);
-  await writeAtomically(path.join(bench.options.out, 'tracing-turns-latest.json'), json);
+  await writeAtomically(path.join(bench.options.out, `${kind}-latest.json`), json);
   say(`\n• Wrote ${path.relative(ROOT, path.join(bench.options.out, `${stem}.json`))}`);
 }
 
