@@ -1,9 +1,9 @@
 /**
  * A confidence interval for the median of a few benchmark runs, with no assumption about how the
  * runs scatter (the sign test's order statistics): the true median lies between the k-th smallest
- * and the k-th largest of n runs with probability 1 − 2·P(Binomial(n, ½) < k). The widest k that
- * still reaches the confidence asked for is chosen. With fewer than 6 runs no pair of runs reaches
- * 95 %: the interval is then null, and that is the answer (run more).
+ * and the k-th largest of n runs with probability 1 − 2·P(Binomial(n, ½) < k). The largest k (the
+ * narrowest interval) that still reaches the confidence asked for is chosen. With fewer than 6 runs
+ * no pair of runs reaches 95 %: the interval is then null, and that is the answer (run more).
  */
 export interface MedianInterval {
   low: number;
