@@ -11,8 +11,10 @@
  * counted. "off" runs the same loop with no tracing (what the worker does without
  * `telemetry.otlpEndpoint`). Each round's new tracing thread first takes 20,000 requests unmeasured
  * (its JIT warm-up, which a worker pays once; its CPU is reported apart). Rounds alternate the
- * ratios; the median per ratio is reported. The
- * full bench (`npm run bench`) measures the throughput cost at 100 % end to end.
+ * ratios; the median per ratio is reported. `--in-flight 128,16384` drives the requests with that
+ * many read and not yet answered, side by side (the worker holds up to `batching.maxQueued`); one
+ * batch (128) by default, as before. The full bench (`npm run bench`) measures the throughput
+ * cost at 100 % end to end.
  *
  * Writes bench/results/tracing-<date>-<sha>.json and tracing-latest.json.
  */
@@ -38,6 +40,7 @@ interface Options {
   rounds: number;
   ratios: number[];
   threadWarmUp: number;
+  inFlight: number[];
 }
 
 /** Reads the trace SDK's own counters when asked (nothing periodic). */
@@ -60,6 +63,8 @@ class OnDemandReader extends MetricReader {
 
 interface RatioResult {
   ratio: number | 'off';
+  /** Requests read and not yet answered while they are driven (rows of the in-flight table). */
+  in_flight: number;
   /** Main-thread time per request above the loop alone (for 'off': the loop alone). */
   us_per_request: number;
   rounds_us: number[];
@@ -125,10 +130,21 @@ const cpuOf = (cpu: Map<number, number>, tids: Iterable<number>): number => {
 /** Requests driven between waits for the tracing thread: at most this many spans in flight. */
 const PACE = 2048;
 
-/** One pass of every request through the worker's tracing calls, as the worker makes them. */
-async function drive(tracing: TracingHandle | undefined, requests: InboundRecord[]): Promise<void> {
-  const model = { name: 'bench', version: '1', backend: 'wasm' };
+/**
+ * One pass of every request through the worker's tracing calls, as the worker makes them. With
+ * `inFlight` above one batch, batches are read that many requests ahead of the one scored and
+ * answered, as a worker holds thousands read and unanswered (up to `batching.maxQueued`): each
+ * request's row in the in-flight table is then written and read again with the others' in
+ * between, not while it is still in the CPU's caches.
+ */
+async function drive(
+  tracing: TracingHandle | undefined,
+  requests: InboundRecord[],
+  inFlight: number,
+): Promise<void> {
   const t = tracing?.requests;
+  const ahead = Math.max(0, Math.ceil(inFlight / BATCH) - 1);
+  const read: { batch: InboundRecord[]; receivedAt: number[] }[] = [];
   for (let b = 0; b < requests.length; b += BATCH) {
     const batch = requests.slice(b, b + BATCH);
     const receivedAt = batch.map(() => performance.now());
@@ -139,23 +155,38 @@ async function drive(tracing: TracingHandle | undefined, requests: InboundRecord
       t?.received(record, readAt);
       t?.identified(record, requestIds[b + i]!);
     }
-    const inferred = t?.batch(batch, model, performance.now(), receivedAt);
-    inferred?.(performance.now());
-    const outs: OutboundRecord[] = batch.map((r) => ({
-      topic: 'results',
-      key: r.key,
-      value: Buffer.alloc(0),
-      headers: {},
-    }));
-    t?.sending(batch, outs, 'results');
-    const answeredAt = t?.now();
-    for (const record of batch) t?.answered(record, 'result', '', answeredAt);
+    read.push({ batch, receivedAt });
+    if (read.length > ahead) {
+      const oldest = read.shift()!;
+      scoreAndAnswer(t, oldest.batch, oldest.receivedAt);
+    }
     // The worker awaits between batches too: timers (the hand-over) get their turn.
     await yieldToLoop();
     // This loop outruns any worker: waiting (off the CPU) for the thread to catch up keeps
     // it from dropping spans, whose making would then go unmeasured.
     if (tracing && (b + BATCH) % PACE === 0) await tracing.flush();
   }
+  for (const { batch, receivedAt } of read) scoreAndAnswer(t, batch, receivedAt);
+}
+
+/** A batch's model call, its answers handed to the producer and their acknowledgement. */
+function scoreAndAnswer(
+  t: TracingHandle['requests'] | undefined,
+  batch: InboundRecord[],
+  receivedAt: number[],
+): void {
+  const model = { name: 'bench', version: '1', backend: 'wasm' };
+  const inferred = t?.batch(batch, model, performance.now(), receivedAt);
+  inferred?.(performance.now());
+  const outs: OutboundRecord[] = batch.map((r) => ({
+    topic: 'results',
+    key: r.key,
+    value: Buffer.alloc(0),
+    headers: {},
+  }));
+  t?.sending(batch, outs, 'results');
+  const answeredAt = t?.now();
+  for (const record of batch) t?.answered(record, 'result', '', answeredAt);
 }
 
 /** The threads that were there before tracing started, but the main thread: V8's helpers. */
@@ -171,6 +202,7 @@ async function measure(
   requests: InboundRecord[],
   receiver: { url: string; bytes(): Promise<number> },
   warmUp: number,
+  inFlight: number,
 ): Promise<{
   us: number;
   threadUs: number;
@@ -183,7 +215,7 @@ async function measure(
   if (ratio === 'off') {
     const before = threadCpuMs();
     const others = helpers(before, new Set(before.keys()));
-    await drive(undefined, requests);
+    await drive(undefined, requests, inFlight);
     const after = threadCpuMs();
     return {
       us: perRequest(after.get(process.pid)! - before.get(process.pid)!),
@@ -211,13 +243,13 @@ async function measure(
   // A worker's tracing thread lives as long as the worker: its JIT warm-up (compiling on V8's
   // helper threads, running cold code meanwhile) is paid once, not per request. Each round's
   // new thread takes some requests first, reported apart.
-  await drive(handle, requests.slice(0, warmUp));
+  await drive(handle, requests.slice(0, warmUp), inFlight);
   await handle.flush();
   const bytesBefore = await receiver.bytes();
   const before = threadCpuMs();
   const warmUpMs =
     cpuOf(before, started) - cpuOf(fresh, started) + cpuOf(before, others) - cpuOf(fresh, others);
-  await drive(handle, requests);
+  await drive(handle, requests, inFlight);
   // Making and exporting what the thread still holds is part of its cost.
   await handle.flush();
   const after = threadCpuMs();
@@ -239,6 +271,22 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 };
+
+/** A ratio (or tracing off) at a number of requests in flight. */
+interface Config {
+  ratio: number | 'off';
+  inFlight: number;
+}
+
+function parseInFlight(value: string): number[] {
+  return value.split(',').map((v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < BATCH) {
+      throw new InvalidArgumentError(`in flight: whole numbers of at least ${BATCH}; got "${v}"`);
+    }
+    return n;
+  });
+}
 
 function parseRatios(value: string): number[] {
   return value.split(',').map((v) => {
@@ -265,23 +313,33 @@ async function main(): Promise<void> {
       (v) => Number.parseInt(v, 10),
       20_000,
     )
+    .option(
+      '--in-flight <list>',
+      'requests read and not yet answered while driven (the worker holds up to batching.maxQueued, 16,384 by default); each value is run side by side',
+      parseInFlight,
+      [BATCH],
+    )
     .parse()
     .opts<Options>();
 
   const receiver = await startDiscardingReceiver();
   const requests = makeRequests(opts.requests);
-  const configs: (number | 'off')[] = ['off', ...opts.ratios];
-  const rounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
-  const bytes = new Map<number | 'off', number>(configs.map((c) => [c, 0]));
-  const dropped = new Map<number | 'off', number>(configs.map((c) => [c, 0]));
-  const threadRounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
-  const helperRounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
-  const warmUpRounds = new Map<number | 'off', number[]>(configs.map((c) => [c, []]));
+  const configs: Config[] = opts.inFlight.flatMap((inFlight) =>
+    (['off', ...opts.ratios] as const).map((ratio) => ({ ratio, inFlight })),
+  );
+  const rounds = new Map<Config, number[]>(configs.map((c) => [c, []]));
+  const bytes = new Map<Config, number>(configs.map((c) => [c, 0]));
+  const dropped = new Map<Config, number>(configs.map((c) => [c, 0]));
+  const threadRounds = new Map<Config, number[]>(configs.map((c) => [c, []]));
+  const helperRounds = new Map<Config, number[]>(configs.map((c) => [c, []]));
+  const warmUpRounds = new Map<Config, number[]>(configs.map((c) => [c, []]));
   // One warm-up pass each so the JIT has seen every path before anything is timed.
-  for (const c of configs) await measure(c, requests.slice(0, 10_000), receiver, 0);
+  for (const c of configs) {
+    await measure(c.ratio, requests.slice(0, 10_000), receiver, 0, c.inFlight);
+  }
   for (let round = 0; round < opts.rounds; round++) {
     for (const c of configs) {
-      const result = await measure(c, requests, receiver, opts.threadWarmUp);
+      const result = await measure(c.ratio, requests, receiver, opts.threadWarmUp, c.inFlight);
       dropped.set(c, dropped.get(c)! + result.dropped);
       bytes.set(c, bytes.get(c)! + result.bytes);
       rounds.get(c)!.push(result.us);
@@ -292,15 +350,23 @@ async function main(): Promise<void> {
   }
   receiver.stop();
 
-  const off = median(rounds.get('off')!);
-  const helpersOff = median(helperRounds.get('off')!);
+  // Each ratio against the loop alone at the same number in flight.
+  const offOf = (c: Config) => configs.find((o) => o.ratio === 'off' && o.inFlight === c.inFlight)!;
   const results: RatioResult[] = configs.map((c) => ({
-    ratio: c,
-    us_per_request: Math.round((median(rounds.get(c)!) - (c === 'off' ? 0 : off)) * 100) / 100,
+    ratio: c.ratio,
+    in_flight: c.inFlight,
+    us_per_request:
+      Math.round(
+        (median(rounds.get(c)!) - (c.ratio === 'off' ? 0 : median(rounds.get(offOf(c))!))) * 100,
+      ) / 100,
     rounds_us: rounds.get(c)!.map((us) => Math.round(us * 100) / 100),
     thread_us_per_request: Math.round(median(threadRounds.get(c)!) * 100) / 100,
     helper_us_per_request:
-      Math.round((median(helperRounds.get(c)!) - (c === 'off' ? 0 : helpersOff)) * 100) / 100,
+      Math.round(
+        (median(helperRounds.get(c)!) -
+          (c.ratio === 'off' ? 0 : median(helperRounds.get(offOf(c))!))) *
+          100,
+      ) / 100,
     thread_warm_up_ms: Math.round(median(warmUpRounds.get(c)!)),
     exported_bytes_per_request: Math.round(bytes.get(c)! / (opts.rounds * opts.requests)),
     dropped_spans: dropped.get(c)!,
@@ -319,6 +385,7 @@ async function main(): Promise<void> {
     // no full bench yet: the share-of-a-core columns are left out
   }
   const header = [
+    'in flight',
     'ratio',
     'main thread µs per request',
     'tracing thread µs per request',
@@ -335,7 +402,7 @@ async function main(): Promise<void> {
       r.ratio === 'off' ? '—' : `${((r.us_per_request * x) / 1e4).toFixed(1)} %`,
     );
     console.log(
-      `| ${r.ratio === 'off' ? 'off (loop only)' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? `${r.helper_us_per_request.toFixed(2)} (loop)` : r.helper_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_warm_up_ms} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
+      `| ${r.in_flight} | ${r.ratio === 'off' ? 'off (loop only)' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? `${r.helper_us_per_request.toFixed(2)} (loop)` : r.helper_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_warm_up_ms} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
     );
   }
 
