@@ -145,6 +145,15 @@ async function drive(
   const t = tracing?.requests;
   const ahead = Math.max(0, Math.ceil(inFlight / BATCH) - 1);
   const read: { batch: InboundRecord[]; receivedAt: number[] }[] = [];
+  let answered = 0;
+  const answerOldest = async (): Promise<void> => {
+    const oldest = read.shift()!;
+    scoreAndAnswer(t, oldest.batch, oldest.receivedAt);
+    answered += oldest.batch.length;
+    // This loop outruns any worker: waiting (off the CPU) for the thread to catch up keeps
+    // it from dropping spans, whose making would then go unmeasured.
+    if (tracing && answered % PACE === 0) await tracing.flush();
+  };
   for (let b = 0; b < requests.length; b += BATCH) {
     const batch = requests.slice(b, b + BATCH);
     const receivedAt = batch.map(() => performance.now());
@@ -156,17 +165,14 @@ async function drive(
       t?.identified(record, requestIds[b + i]!);
     }
     read.push({ batch, receivedAt });
-    if (read.length > ahead) {
-      const oldest = read.shift()!;
-      scoreAndAnswer(t, oldest.batch, oldest.receivedAt);
-    }
+    if (read.length > ahead) await answerOldest();
     // The worker awaits between batches too: timers (the hand-over) get their turn.
     await yieldToLoop();
-    // This loop outruns any worker: waiting (off the CPU) for the thread to catch up keeps
-    // it from dropping spans, whose making would then go unmeasured.
-    if (tracing && (b + BATCH) % PACE === 0) await tracing.flush();
   }
-  for (const { batch, receivedAt } of read) scoreAndAnswer(t, batch, receivedAt);
+  while (read.length > 0) {
+    await answerOldest();
+    await yieldToLoop();
+  }
 }
 
 /** A batch's model call, its answers handed to the producer and their acknowledgement. */
