@@ -12,6 +12,14 @@ export interface MedianInterval {
   confidence: number;
 }
 
+/** The middle value, or the mean of the two middle ones for an even count; NaN for none. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
 /** P(Binomial(n, ½) ≤ k). */
 function binomialHalfCdf(n: number, k: number): number {
   let term = 0.5 ** n; // C(n, 0) / 2^n

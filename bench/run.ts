@@ -46,7 +46,7 @@ import type { ModelRunner } from '../src/model/types.js';
 import { startService, type Service } from '../src/service.js';
 import { createLogger, silentLogger, type Logger } from '../src/telemetry/logger.js';
 import { percentile } from '../src/telemetry/stats.js';
-import { medianInterval, type MedianInterval } from './median-interval.js';
+import { median, medianInterval, type MedianInterval } from './median-interval.js';
 import {
   BENCH_MODELS,
   BENCH_MODEL_NAMES,
@@ -2578,26 +2578,21 @@ async function tracingOnly(
       done.push(turns);
     }
     const costs = done.map((t) => t.tracing_cost_pct).sort((x, y) => x - y);
-    // The middle run, or the mean of the two middle ones.
-    const mid = costs.length >> 1;
-    const median = costs.length % 2 ? costs[mid]! : (costs[mid - 1]! + costs[mid]!) / 2;
+    const middle = round(median(costs), 1);
     const interval = medianInterval(costs);
-    const verdict = targetVerdict(interval);
     const holdsZero = interval && interval.low <= 0 && interval.high >= 0;
+    const verdict = calibrate ? null : targetVerdict(interval);
     results[name] = {
       runs: done,
-      median_cost_pct: round(median, 1),
+      median_cost_pct: middle,
       median_interval_95: interval && { ...interval, confidence: round(interval.confidence, 3) },
-      target: calibrate ? null : { max_cost_pct: TRACING_TARGET_PCT, verdict },
+      target: verdict && { max_cost_pct: TRACING_TARGET_PCT, verdict },
       ...(calibrate ? { calibration: { interval_holds_zero: holdsZero } } : {}),
     };
-    const judged = calibrate
-      ? holdsZero
-        ? 'holds 0: no bias shown'
-        : 'does not hold 0: the method favours one side'
-      : verdict;
+    const judged =
+      verdict ?? (holdsZero ? 'holds 0: no bias shown' : 'does not hold 0: one side is favoured');
     say(
-      `  ${spec.title}: ${costs.join(', ')} %; median ${round(median, 1)} %` +
+      `  ${spec.title}: ${costs.join(', ')} %; median ${middle} %` +
         (interval
           ? `, 95 % interval ${interval.low}–${interval.high} %: ${judged}`
           : ' (fewer than 6 runs: no 95 % interval, no verdict)'),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { medianInterval } from '../../bench/median-interval.js';
+import { median, medianInterval } from '../../bench/median-interval.js';
 
 describe('medianInterval', () => {
   it('has no 95 % interval from five runs or fewer (no pair of runs reaches it)', () => {
@@ -25,5 +25,11 @@ describe('medianInterval', () => {
     const runs = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
     expect(medianInterval(runs, 0.95)).toMatchObject({ low: 2, high: 9 });
     expect(medianInterval(runs, 0.75)).toMatchObject({ low: 3, high: 8 });
+  });
+
+  it('has a median: the middle run, or the mean of the two middle ones', () => {
+    expect(median([12.6, 7.1, 8.3])).toBe(8.3);
+    expect(median([12.6, 7.1, 8.3, 10.3])).toBeCloseTo(9.3, 12);
+    expect(median([])).toBeNaN();
   });
 });
