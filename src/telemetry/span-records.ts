@@ -329,7 +329,9 @@ export class SpanRecordWriter {
     this.numbers = new Float64Array(capacity * NUMBERS);
     this.ids = new Int32Array(capacity * ID_WORDS);
     this.texts = new Int32Array(capacity * TEXTS);
-    this.text = new Uint8Array(capacity * 48);
+    // The rarer strings only (trace states, error codes, reasons): most requests have none. It
+    // grows when they do (growText), and a hand-over's fresh one keeps the grown size.
+    this.text = new Uint8Array(capacity * 8);
   }
 
   /** Request spans and group spans held. */
