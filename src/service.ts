@@ -13,7 +13,7 @@ import { startScoring } from './serving.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
 import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
-import { startTracing } from './telemetry/tracing.js';
+import { startTracing, type RequestTracing, type TracingState } from './telemetry/tracing.js';
 import { InferenceWorker, type StopReport } from './worker/worker.js';
 
 export { replicaCount } from './serving.js';
@@ -33,6 +33,8 @@ export interface Service {
   reloader: ModelReloader | null;
   /** model.canary: the candidate on trial, its routing and judge; else undefined. */
   rollout: Rollout | undefined;
+  /** Per-request tracing and its run-time switch (GET/POST /tracing); null when tracing is off. */
+  tracing: RequestTracing | null;
   /** What GET /readyz answers (model warm, partitions assigned, connected, not stopping). */
   readiness: Readiness;
   /** The /healthz, /readyz and /metrics server; null with http.enabled: false. */
@@ -56,6 +58,8 @@ interface Observability {
   setReload(reload: (() => Promise<ReloadResult>) | null, pinned?: string): void;
   /** Sets the candidate POST /models/promote and /models/rollback act on. */
   setRollout(rollout: Rollout | null): void;
+  /** Sets what GET /tracing, POST /tracing/pause and /tracing/resume act on. */
+  setTracing(tracing: RequestTracing | null): void;
   close(): Promise<void>;
 }
 
@@ -78,6 +82,27 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
   let reload: (() => Promise<ReloadResult>) | null = null;
   let reloadUnavailable = 'the model is still loading';
   let rollout: Rollout | null = null;
+  let tracing: RequestTracing | null = null;
+  const tracingOff = {
+    status: 409,
+    body: {
+      error:
+        'tracing is off: set telemetry.otlpEndpoint (STREAMSCORE_TELEMETRY_OTLP_ENDPOINT) and a telemetry.tracesSampleRatio above 0, and restart',
+    },
+  };
+  const switchTracing = (change: (t: RequestTracing, query: URLSearchParams) => void) => {
+    return async (query: URLSearchParams) => {
+      if (!tracing) return tracingOff;
+      try {
+        change(tracing, query);
+      } catch (err) {
+        if (err instanceof RangeError) return { status: 400, body: { error: err.message } };
+        throw err;
+      }
+      log.info({ tracing: tracing.state }, tracing.state.on ? 'tracing on' : 'tracing paused');
+      return { status: 200, body: tracing.state };
+    };
+  };
   const endTrial = (end: (r: Rollout) => RolloutEvent) => async () => {
     if (!rollout) return { status: 409, body: { error: 'no candidate: model.canary is not set' } };
     try {
@@ -103,6 +128,24 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
         actions: {
           '/models/promote': endTrial((r) => r.promote('http')),
           '/models/rollback': endTrial((r) => r.rollback('manual', 'http')),
+          '/tracing/pause': switchTracing((t) => t.pause()),
+          '/tracing/resume': switchTracing((t, query) => {
+            const ratio = query.get('sampleRatio');
+            t.resume(ratio === null ? undefined : ratioParameter(ratio));
+          }),
+        },
+        views: {
+          '/tracing': () => ({
+            status: 200,
+            body:
+              tracing?.state ??
+              ({
+                configured: false,
+                on: false,
+                sampleRatio: 0,
+                inFlight: 0,
+              } satisfies TracingState),
+          }),
         },
         log,
       });
@@ -118,6 +161,9 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
     setRollout(next) {
       rollout = next;
     },
+    setTracing(next) {
+      tracing = next;
+    },
     setReload(next, pinned) {
       reload = next;
       if (pinned !== undefined) {
@@ -127,6 +173,7 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
     async close() {
       reload = null;
       rollout = null;
+      tracing = null;
       reloadUnavailable = 'the worker is stopping';
       await http?.close();
       await sdk.shutdown();
@@ -154,6 +201,7 @@ export async function startService(
     service.reloader ? undefined : config.model.version,
   );
   observability.setRollout(service.rollout ?? null);
+  observability.setTracing(service.tracing);
   let stopped: Promise<StopReport> | null = null;
   return {
     ...service,
@@ -163,6 +211,7 @@ export async function startService(
       readiness.stopping();
       observability.setReload(null);
       observability.setRollout(null);
+      observability.setTracing(null);
       // /healthz keeps answering while the worker drains; the final OTLP push comes last.
       stopped ??= service.stop().finally(() => observability.close());
       return stopped;
@@ -279,6 +328,12 @@ async function startWorker(
   });
   metrics.registerConsumerLag(() => source.consumerLag());
   metrics.registerInFlight(() => worker.inFlight);
+  const requestTracing = tracing?.requests;
+  if (requestTracing) {
+    metrics.registerTracingSampleRatio(() =>
+      requestTracing.state.on ? requestTracing.state.sampleRatio : 0,
+    );
+  }
   await tracing?.ready;
   await worker.start();
 
@@ -305,6 +360,7 @@ async function startWorker(
     model,
     reloader,
     rollout,
+    tracing: tracing?.requests ?? null,
     stop() {
       stopped ??= (async () => {
         await reloader?.close();
@@ -316,4 +372,12 @@ async function startWorker(
       return stopped;
     },
   };
+}
+
+/** ?sampleRatio=: a number, checked by RequestTracing.resume. */
+function ratioParameter(text: string): number {
+  const value = text.trim() === '' ? Number.NaN : Number(text);
+  if (Number.isNaN(value))
+    throw new RangeError(`sampleRatio must be a number > 0 and ≤ 1, not "${text}"`);
+  return value;
 }

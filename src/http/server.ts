@@ -6,6 +6,8 @@
  *   GET /metrics  Prometheus text of every metric (the OpenTelemetry Prometheus exporter)
  *   POST /models/reload  look for a newer model version and hot-swap it in (see ModelReloader)
  *   POST /models/promote, /models/rollback  end a candidate's trial (model.canary) by hand
+ *   GET /tracing  tracing's run-time state (JSON)
+ *   POST /tracing/pause, /tracing/resume[?sampleRatio=r]  stop and start tracing new requests
  *
  * HEAD works wherever GET does. Anything else is 404, or 405 for another method.
  */
@@ -24,8 +26,15 @@ export interface HttpServerOptions {
   metrics?: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   /** Answers POST /models/reload: status and JSON body. Without it the path is 404. */
   reload?: (() => Promise<{ status: number; body: unknown }>) | undefined;
-  /** More POST endpoints by path (POST /models/promote, /models/rollback); absent paths are 404. */
-  actions?: Record<string, () => Promise<{ status: number; body: unknown }>> | undefined;
+  /**
+   * More POST endpoints by path (POST /models/promote, /models/rollback, /tracing/pause), given
+   * the query string's parameters; absent paths are 404.
+   */
+  actions?:
+    | Record<string, (query: URLSearchParams) => Promise<{ status: number; body: unknown }>>
+    | undefined;
+  /** More GET endpoints answering JSON, by path (GET /tracing); absent paths are 404. */
+  views?: Record<string, () => { status: number; body: unknown }> | undefined;
   log: Logger;
 }
 
@@ -57,7 +66,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const log = options.log.child({ component: 'http' });
 
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
-    const path = (request.url ?? '/').split('?')[0];
+    const [path, search] = (request.url ?? '/').split('?', 2) as [string, string | undefined];
     const head = request.method === 'HEAD';
     const action =
       path === '/models/reload' ? options.reload : path ? options.actions?.[path] : undefined;
@@ -68,10 +77,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         return;
       }
       request.resume();
-      action().then(
+      action(new URLSearchParams(search)).then(
         ({ status, body }) => sendJson(response, status, body, false),
         (err: unknown) => {
-          log.error({ err, path }, 'model action failed');
+          log.error({ err, path }, 'http action failed');
           sendJson(
             response,
             500,
@@ -82,7 +91,12 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       );
       return;
     }
-    const known = path === '/healthz' || path === '/readyz' || (path === '/metrics' && !!metrics);
+    const view = Object.hasOwn(options.views ?? {}, path) ? options.views![path] : undefined;
+    const known =
+      path === '/healthz' ||
+      path === '/readyz' ||
+      (path === '/metrics' && !!metrics) ||
+      view !== undefined;
     if (!known) {
       sendJson(response, 404, { error: `not found: ${path}` }, head);
       return;
@@ -107,6 +121,11 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         return;
       }
       default:
+        if (view) {
+          const { status, body } = view();
+          sendJson(response, status, body, head);
+          return;
+        }
         metrics!(request, response);
     }
   };

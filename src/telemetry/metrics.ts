@@ -210,6 +210,19 @@ export class WorkerMetrics {
       .addCallback((result) => result.observe(count()));
   }
 
+  /**
+   * Exports the ratio at which new traces are kept now: 0 while tracing is paused
+   * (POST /tracing/pause). Registered only when tracing was started.
+   */
+  registerTracingSampleRatio(ratio: () => number): void {
+    this.meter
+      .createObservableGauge('streamscore.tracing.sample_ratio', {
+        description:
+          'Share of new traces kept (requests with a traceparent follow their producer); 0 while tracing is paused',
+      })
+      .addCallback((result) => result.observe(ratio()));
+  }
+
   skipped(count: number): void {
     this.snapshot.skipped += count;
     this.reread.add(count);

@@ -97,6 +97,18 @@ export function startTracing(
   };
 }
 
+/** Tracing's run-time state (GET /tracing). */
+export interface TracingState {
+  /** Tracing was started (telemetry.otlpEndpoint set, a sample ratio > 0). */
+  configured: boolean;
+  /** Requests read now are traced (false: paused, or not configured). */
+  on: boolean;
+  /** New traces kept (a request with a traceparent follows its producer); 0 if not configured. */
+  sampleRatio: number;
+  /** Requests whose spans have started and not ended. */
+  inFlight: number;
+}
+
 /** When records read together were read (RequestTracing.readAt). */
 export interface ReadAt {
   /** Epoch ms on the spans' clock (start times). */
@@ -142,7 +154,10 @@ export class RequestTracing {
    * A request that starts a trace is kept when its trace id hashes below this (the SDK's
    * TraceIdRatioBased bound); none at 100 %: every one is kept.
    */
-  private readonly newTracesBelow: number | undefined;
+  private newTracesBelow: number | undefined;
+  private sampleRatio: number;
+  /** Paused (pause()): requests read now are not traced at all; those in flight finish. */
+  private paused = false;
 
   constructor(
     private readonly spans: SpanSink,
@@ -151,13 +166,52 @@ export class RequestTracing {
     initialCapacity?: number,
   ) {
     this.traces = new InFlightTraces(initialCapacity);
-    this.newTracesBelow =
-      sampleRatio >= 1 ? undefined : Math.floor(Math.max(0, sampleRatio) * 0xffffffff);
+    this.sampleRatio = sampleRatio;
+    this.newTracesBelow = RequestTracing.boundOf(sampleRatio);
+  }
+
+  private static boundOf(sampleRatio: number): number | undefined {
+    return sampleRatio >= 1 ? undefined : Math.floor(Math.max(0, sampleRatio) * 0xffffffff);
   }
 
   /** Requests whose spans have started and not ended. */
   get inFlight(): number {
     return this.traces.live;
+  }
+
+  /** What GET /tracing answers. */
+  get state(): TracingState {
+    return {
+      configured: true,
+      on: !this.paused,
+      sampleRatio: this.sampleRatio,
+      inFlight: this.traces.live,
+    };
+  }
+
+  /**
+   * Stops tracing requests read from now on, as if tracing were off: no spans, no ids, no
+   * `traceparent` on their results (a dead letter still keeps the request's headers). Requests
+   * already traced finish their spans. The tracing thread stays up, idle, for resume().
+   */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /**
+   * Traces requests read from now on again, keeping new traces at `sampleRatio` (0 < r ≤ 1) when
+   * given, else at the ratio they were kept at before. A request with a traceparent follows its
+   * producer's decision, as always.
+   */
+  resume(sampleRatio?: number): void {
+    if (sampleRatio !== undefined) {
+      if (!(sampleRatio > 0 && sampleRatio <= 1)) {
+        throw new RangeError(`sampleRatio must be a number > 0 and ≤ 1, not ${sampleRatio}`);
+      }
+      this.sampleRatio = sampleRatio;
+      this.newTracesBelow = RequestTracing.boundOf(sampleRatio);
+    }
+    this.paused = false;
   }
 
   /**
@@ -186,6 +240,7 @@ export class RequestTracing {
 
   /** The request was read: its process span starts, as a child of the producer's span. */
   received(record: InboundRecord, readAt: ReadAt = this.readAt()): void {
+    if (this.paused) return;
     const header = record.headers['traceparent'];
     let parent = header ? parseTraceParent(header.toString('latin1')) : null;
     const traceState = parent ? (record.headers['tracestate']?.toString('latin1') ?? '') : '';

@@ -94,6 +94,36 @@ describe('HTTP server', () => {
     expect((await fetch(`${server.url}/nope`)).status).toBe(404);
   });
 
+  it('POST actions get the query parameters; GET views answer JSON; each path keeps its method', async () => {
+    const asked: string[] = [];
+    const server = await startHttpServer({
+      host: '127.0.0.1',
+      port: 0,
+      readiness: new Readiness(),
+      actions: {
+        '/switch/on': async (query) => {
+          asked.push(query.get('ratio') ?? '(none)');
+          return { status: 200, body: { ratio: query.get('ratio') } };
+        },
+      },
+      views: { '/switch': () => ({ status: 200, body: { on: true } }) },
+      log: silentLogger,
+    });
+    servers.push(server);
+    const on = await fetch(`${server.url}/switch/on?ratio=0.25`, { method: 'POST' });
+    expect(on.status).toBe(200);
+    expect(await on.json()).toEqual({ ratio: '0.25' });
+    await fetch(`${server.url}/switch/on`, { method: 'POST' });
+    expect(asked).toEqual(['0.25', '(none)']);
+    const view = await fetch(`${server.url}/switch`);
+    expect(view.status).toBe(200);
+    expect(await view.json()).toEqual({ on: true });
+    expect((await fetch(`${server.url}/switch`, { method: 'POST' })).status).toBe(405);
+    expect((await fetch(`${server.url}/switch/on`)).status).toBe(405);
+    // Views are looked up as own paths only.
+    expect((await fetch(`${server.url}/constructor`)).status).toBe(404);
+  });
+
   it('without a metrics handler /metrics is 404', async () => {
     const server = await start(new Readiness(), false);
     expect((await fetch(`${server.url}/metrics`)).status).toBe(404);

@@ -15,6 +15,7 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { randomBytes } from 'node:crypto';
 import { Partitioners } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { AvroCodec } from '../../src/codec/avro.js';
@@ -188,6 +189,129 @@ describe('traces through the real broker into Jaeger', () => {
       expect(result.headers?.['traceparent']?.toString()).toBe(
         `00-${traceId}-${processSpan!.spanId}-01`,
       );
+    }
+  });
+
+  it('pauses and resumes tracing at run time over HTTP: requests read while paused get no spans and no traceparent, later ones are traced again', async () => {
+    const topics = {
+      requests: uniqueTopic('switch-requests'),
+      results: uniqueTopic('switch-results'),
+      deadLetter: uniqueTopic('switch-dlq'),
+    };
+    await createTopics(
+      brokers,
+      Object.values(topics).map((topic) => ({ topic, numPartitions: 1 })),
+    );
+    const workerService = uniqueTopic('streamscore-switched');
+    const service = await startService(
+      loadConfig({
+        env: {},
+        overrides: {
+          kafka: { brokers, groupId: uniqueTopic('switch-group') },
+          topics: {
+            requests: [topics.requests],
+            results: topics.results,
+            deadLetter: topics.deadLetter,
+          },
+          model: { name: 'digits', version: '1' },
+          telemetry: { otlpEndpoint: jaeger.otlpHttpEndpoint, serviceName: workerService },
+          http: { enabled: true, host: '127.0.0.1', port: 0 },
+          log: { level: 'silent' },
+        },
+      }),
+      { log: silentLogger },
+    );
+    const url = service.http!.url;
+    const post = async (path: string) => {
+      const response = await fetch(`${url}${path}`, { method: 'POST' });
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+    const ratioGauge = async () => {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith('streamscore_tracing_sample_ratio'));
+      return Number(line?.split(' ').at(-1));
+    };
+    const { heldOut } = loadDigitsDataset();
+    const producer = testKafka(brokers).producer({
+      createPartitioner: Partitioners.DefaultPartitioner,
+    });
+    await producer.connect();
+    /** Requests whose producer sampled them (a traceparent with flags 01), each its own trace. */
+    const send = async (prefix: string) => {
+      const sent = Array.from({ length: 6 }, (_, i) => ({
+        id: `${prefix}-${i}`,
+        traceId: randomBytes(16).toString('hex'),
+      }));
+      await producer.send({
+        topic: topics.requests,
+        messages: sent.map(({ id, traceId }, i) => ({
+          key: id,
+          headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
+          value: codec.encodeRequest({
+            id,
+            model: null,
+            modelVersion: null,
+            requestedAt: Date.now(),
+            inputs: [{ name: 'pixels', shape: [64], data: heldOut[i]!.pixels }],
+          }),
+        })),
+      });
+      return sent;
+    };
+    let paused: { id: string; traceId: string }[] = [];
+    let resumed: { id: string; traceId: string }[] = [];
+    try {
+      expect(await (await fetch(`${url}/tracing`)).json()).toMatchObject({
+        configured: true,
+        on: true,
+        sampleRatio: 1,
+      });
+      expect(await ratioGauge()).toBe(1);
+      expect(await post('/tracing/pause')).toMatchObject({ status: 200, body: { on: false } });
+      expect(await ratioGauge()).toBe(0);
+      paused = await send('paused');
+      const pausedResults = await readAll(brokers, topics.results, {
+        expected: paused.length,
+        timeoutMs: 60_000,
+      });
+      expect(pausedResults).toHaveLength(paused.length);
+      // As with tracing off: the result does not continue a trace the worker did not record.
+      for (const result of pausedResults) expect(result.headers?.['traceparent']).toBeUndefined();
+
+      const refused = await post('/tracing/resume?sampleRatio=2');
+      expect(refused.status).toBe(400);
+      expect(String(refused.body['error'])).toContain('sampleRatio');
+      expect(await post('/tracing/resume?sampleRatio=0.5')).toMatchObject({
+        status: 200,
+        body: { on: true, sampleRatio: 0.5 },
+      });
+      expect(await ratioGauge()).toBe(0.5);
+      resumed = await send('resumed');
+      const all = await readAll(brokers, topics.results, {
+        expected: paused.length + resumed.length,
+        timeoutMs: 60_000,
+      });
+      for (const { id, traceId } of resumed) {
+        const result = all.find((m) => m.key?.toString() === id);
+        // Sampled by the producer: traced whatever the ratio of new traces.
+        expect(result?.headers?.['traceparent']?.toString()).toMatch(
+          new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`),
+        );
+      }
+    } finally {
+      await producer.disconnect();
+      await service.stop(); // flushes the worker's spans
+    }
+    // The resumed requests' spans reached Jaeger; those read while paused have none, though their
+    // producers sampled them (spans leave in order: had any been made, they would be there too).
+    const processName = `process ${topics.requests}`;
+    for (const { traceId } of resumed) {
+      const found = await getTrace(jaeger.queryUrl, traceId, { minSpans: 1, timeoutMs: 20_000 });
+      expect(found?.spans.map((s) => s.name)).toContain(processName);
+    }
+    for (const { id, traceId } of paused) {
+      const found = await getTrace(jaeger.queryUrl, traceId, { minSpans: 1, timeoutMs: 500 });
+      expect(found, `spans of ${id}`).toBeUndefined();
     }
   });
 });

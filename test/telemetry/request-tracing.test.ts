@@ -231,6 +231,63 @@ describe('RequestTracing on its own', () => {
     );
   });
 
+  it('pause(): requests read while paused are not traced at all; those already traced finish; resume() traces again at a new ratio', () => {
+    const exporter = new InMemorySpanExporter();
+    const tracing = tracingInto(exporter);
+    const outOf = (r: InboundRecord) => ({
+      topic: 'results',
+      key: r.key,
+      value: Buffer.alloc(0),
+      headers: {} as Record<string, string | Buffer>,
+    });
+    const before = request(0, [1], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`);
+    tracing.received(before);
+    tracing.pause();
+    expect(tracing.state).toEqual({ configured: true, on: false, sampleRatio: 1, inFlight: 1 });
+    // Sampled by its producer, but read while paused: nothing is noted, as with tracing off.
+    const during = request(1, [1], `00-${TRACE_ID}-${PRODUCER_SPAN}-01`);
+    tracing.received(during);
+    expect(during.trace).toBeUndefined();
+    const records = [before, during];
+    const outs = records.map(outOf);
+    tracing.batch(records, { name: 'm', version: '1', backend: 'cpu' }, 0, [0, 0])(1);
+    tracing.sending(records, outs, 'results');
+    for (const r of records) tracing.answered(r, 'result');
+    expect(tracing.inFlight).toBe(0);
+    const processSpans = () =>
+      exporter.getFinishedSpans().filter((s) => s.name === 'process requests');
+    expect(processSpans().map((s) => s.attributes['messaging.kafka.offset'])).toEqual([0]);
+    expect(String(outs[0]!.headers['traceparent'])).toMatch(new RegExp(`^00-${TRACE_ID}-`));
+    expect(outs[1]!.headers['traceparent']).toBeUndefined();
+    const batch = exporter.getFinishedSpans().find((s) => s.name === 'infer m')!;
+    expect(batch.links).toHaveLength(1);
+
+    expect(() => tracing.resume(0)).toThrow(RangeError);
+    expect(() => tracing.resume(1.5)).toThrow(RangeError);
+    expect(() => tracing.resume(Number.NaN)).toThrow(RangeError);
+    expect(tracing.state.on).toBe(false);
+    tracing.resume(0.5);
+    expect(tracing.state).toEqual({ configured: true, on: true, sampleRatio: 0.5, inFlight: 0 });
+    const fresh = Array.from({ length: 200 }, (_, i) => request(10 + i, [1]));
+    const freshOuts = answer(tracing, fresh);
+    const kept = freshOuts.filter((o) => String(o.headers['traceparent']).endsWith('-01'));
+    // New traces at the new ratio, on the SDK's rule.
+    const sdk = new TraceIdRatioBasedSampler(0.5);
+    for (const o of freshOuts) {
+      const [, traceId] = String(o.headers['traceparent']).split('-');
+      expect(String(o.headers['traceparent']).endsWith('-01')).toBe(
+        sdk.shouldSample({} as never, traceId!).decision === SamplingDecision.RECORD_AND_SAMPLED,
+      );
+    }
+    expect(kept.length).toBeGreaterThan(50);
+    expect(kept.length).toBeLessThan(150);
+    expect(processSpans()).toHaveLength(1 + kept.length);
+    // resume() without a ratio keeps the current one.
+    tracing.pause();
+    tracing.resume();
+    expect(tracing.state.sampleRatio).toBe(0.5);
+  });
+
   it("carries the producer's tracestate to the span and to the result", () => {
     const exporter = new InMemorySpanExporter();
     const tracing = tracingInto(exporter);
