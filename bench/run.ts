@@ -98,6 +98,8 @@ interface BenchOptions {
    * (tracing off), so the "cost" is the method's own bias and scatter (an A/A measurement).
    */
   calibrate: boolean;
+  /** With tracingOnly: one worker, its tracing switched off and on (tracingSwitched). */
+  switched: boolean;
 }
 
 function parseOptions(argv: string[]): BenchOptions {
@@ -173,6 +175,10 @@ function parseOptions(argv: string[]): BenchOptions {
       ).argParser(positiveInteger),
     )
     .option(
+      '--switched',
+      'with --tracing-only: one traced worker whose tracing is paused and resumed over HTTP, stretch by stretch, instead of two workers taking turns; writes <out>/tracing-switched-*.json',
+    )
+    .option(
       '--calibrate',
       "with --tracing-only: the second worker gets the OTLP endpoint but samples nothing (tracing off), so the cost measured is the method's own bias and scatter (A/A); writes <out>/tracing-turns-calibration-*.json",
     );
@@ -190,9 +196,13 @@ function parseOptions(argv: string[]): BenchOptions {
     render?: string;
     tracingOnly?: number;
     calibrate?: boolean;
+    switched?: boolean;
   }>();
   if (o.calibrate && o.tracingOnly === undefined) {
     program.error('error: --calibrate measures the tracing phase alone: add --tracing-only <runs>');
+  }
+  if (o.switched && o.tracingOnly === undefined) {
+    program.error('error: --switched measures the tracing phase alone: add --tracing-only <runs>');
   }
   return {
     models: o.models,
@@ -210,6 +220,7 @@ function parseOptions(argv: string[]): BenchOptions {
     render: o.render,
     tracingOnly: o.tracingOnly,
     calibrate: o.calibrate ?? false,
+    switched: o.switched ?? false,
   };
 }
 
@@ -1754,6 +1765,228 @@ async function tracingTurnsSession(
   };
 }
 
+/** --switched: how long each measured stretch of one mode lasts, once the switch has settled. */
+const SWITCHED_MEASURE_MS = 1500;
+/**
+ * After the requests in flight at a switch are answered: time for the tracing thread to finish
+ * the spans they left (a hand-over waits ≤ 200 ms; a batch fills in tens of ms at these rates).
+ */
+const SWITCHED_SETTLE_MARGIN_MS = 250;
+/** Modes in the order A B B A, repeated: a steady drift of the machine falls on both alike. */
+const SWITCHED_PATTERN = [true, false, false, true] as const;
+
+/** --switched: one traced worker, its tracing paused and resumed stretch by stretch. */
+interface SwitchedTracing {
+  method: 'switched';
+  /** Requests in the run's topic. */
+  requests: number;
+  measure_ms: number;
+  /** Measured stretches of each mode. */
+  turns: number;
+  /** Stretches with tracing paused (POST /tracing/pause): the worker as if tracing were off. */
+  untraced: TurnsSide;
+  /** Stretches with tracing on at 100 % (POST /tracing/resume). */
+  traced: TurnsSide;
+  /** 1 − traced ÷ untraced rate over all measured stretches, in percent. */
+  tracing_cost_pct: number;
+  /** The same over each fifth of the run's stretches, in order: how steady it was. */
+  tracing_cost_pct_by_fifth: number[];
+  /** Mean wait after a switch before measuring (in-flight requests answered, plus a margin), ms. */
+  settle_ms: number;
+  /** CPU of the OTLP receiver (a discarding one) during traced stretches per request, µs. */
+  receiver_us_per_request: number | null;
+  spans_dropped: number;
+}
+
+function saySwitched(s: SwitchedTracing): void {
+  say(
+    `      tracing costs ${s.tracing_cost_pct} %: ${fmtRate(s.traced.rps)}/s traced vs ${fmtRate(s.untraced.rps)}/s paused over ${s.turns} stretches of ${s.measure_ms} ms each (by fifths: ${s.tracing_cost_pct_by_fifth.join(', ')} %); settled in ${s.settle_ms} ms; main thread ${s.traced.main_thread_us_per_request ?? '?'} vs ${s.untraced.main_thread_us_per_request ?? '?'} µs per request, process ${s.traced.process_us_per_request ?? '?'} vs ${s.untraced.process_us_per_request ?? '?'}, broker ${s.traced.broker_us_per_request ?? '?'} vs ${s.untraced.broker_us_per_request ?? '?'}, receiver ${s.receiver_us_per_request ?? '?'}; ${s.spans_dropped} spans dropped`,
+  );
+}
+
+/** One measured stretch of one mode. */
+interface Stretch {
+  traced: boolean;
+  records: number;
+  seconds: number;
+  main: number | null;
+  cpu: number | null;
+  broker: number | null;
+  receiver: number | null;
+}
+
+/**
+ * Tracing's cost with the worker process held constant: one `streamscore run`, tracing on at
+ * 100 % to the discarding receiver, reads a pre-produced topic while this switches its tracing
+ * off and on (POST /tracing/pause, /tracing/resume) in the order on, off, off, on, ….
+ * After each switch it waits until every request read before it is answered (the in-flight
+ * count at the switch), plus SWITCHED_SETTLE_MARGIN_MS for the tracing thread, then measures
+ * SWITCHED_MEASURE_MS: so each measured stretch holds only requests of its own mode, and the
+ * tracing thread's work on a traced stretch's spans falls in that stretch or in the unmeasured
+ * settling after it. With two processes (tracingTurns) each run compares two processes, whose
+ * own speeds differ by ±5 points (A/A); here both modes share one process, its JIT, its heap
+ * and its place in the broker's eyes. --calibrate pauses at every switch (A/A: both modes off).
+ */
+async function tracingSwitched(
+  bench: Bench,
+  spec: BenchModelSpec,
+  untracedRps: number,
+  batchSize: number,
+): Promise<SwitchedTracing> {
+  const seconds = bench.options.quick
+    ? TURNS_SECONDS_PER_WORKER / 5
+    : TURNS_SECONDS_PER_WORKER * bench.options.requests;
+  // Each mode measures `seconds`; settling after each switch takes about as long again (the
+  // in-flight queue is full on a backlog), and a tenth is warm-up: about three times the
+  // measured time's requests. The run ends once both modes have their time, or at nine tenths.
+  const count = Math.max(2000, Math.round(untracedRps * seconds * 3));
+  const base = `bench.${bench.runId}.${spec.name}.switched-${++tracingTurnsRuns}`;
+  const topics = { requests: base, results: `${base}.results`, deadLetter: `${base}.dead-letter` };
+  await createTopics(bench, topics.requests, topics.results, topics.deadLetter);
+  say(
+    `  +   tracing cost, one worker switched: pre-producing ${fmtInt(count)} requests to ${base}…`,
+  );
+  await preProduce(bench, spec, base, count);
+
+  const worker = await startWorkerProcess({
+    ...workerEnv(bench, spec.name, topics).env,
+    STREAMSCORE_BATCHING_AUTOTUNE: 'false',
+    STREAMSCORE_BATCHING_MAX_BATCH_SIZE: String(batchSize),
+    STREAMSCORE_TELEMETRY_OTLP_ENDPOINT: bench.otlpSink.url,
+    STREAMSCORE_TELEMETRY_SERVICE_NAME: `streamscore-bench-${spec.name}`,
+    STREAMSCORE_LOG_LEVEL: 'info',
+  });
+  const url = `http://127.0.0.1:${worker.httpPort()}`;
+  const read = async () => {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    return {
+      at: now(),
+      answered:
+        metricSum(text, 'streamscore_results_produced_total') +
+        metricSum(text, 'streamscore_records_dead_lettered_total'),
+      inFlight: metricSum(text, 'streamscore_requests_in_flight'),
+      dropped: metricSum(
+        text,
+        'otel_sdk_processor_span_processed_total',
+        'error_type="queue_full"',
+      ),
+      main: procThreadCpuSeconds(worker.pid, worker.pid),
+      cpu: procCpuSeconds(worker.pid),
+      broker: procCpuSeconds(bench.broker?.pid),
+      receiver: procCpuSeconds(bench.otlpSink.pid),
+    };
+  };
+  const switchTo = async (traced: boolean) => {
+    // --calibrate: the same call at every switch, tracing off in both modes.
+    const path = traced && !bench.options.calibrate ? '/tracing/resume' : '/tracing/pause';
+    const response = await fetch(`${url}${path}`, { method: 'POST' });
+    if (response.status !== 200) {
+      throw new Error(`POST ${path} answered ${response.status}: ${await response.text()}`);
+    }
+  };
+  const delta = (a: number | null, b: number | null) => (a === null || b === null ? null : b - a);
+
+  const stretches: Stretch[] = [];
+  let settleMs = 0;
+  let spansDropped = 0;
+  /** Measured seconds of each mode so far (paused, traced). */
+  const measured = [0, 0];
+  try {
+    const warmed = Math.ceil(count / 10);
+    const last = Math.floor((count * 9) / 10);
+    const deadline = now() + 4 * phaseTimeoutMs(count);
+    // Until a tenth is answered (JIT, the first fetches), it runs traced, unmeasured.
+    while ((await read()).answered < warmed) {
+      if (now() > deadline) throw new Error('the switched phase did not warm up in time');
+      await sleep(100);
+    }
+    for (let k = 0; ; k++) {
+      const traced = SWITCHED_PATTERN[k % SWITCHED_PATTERN.length]!;
+      await switchTo(traced);
+      const switched = await read();
+      const target = switched.answered + switched.inFlight;
+      let answered = switched.answered;
+      while (answered < target && answered < last) {
+        await sleep(50);
+        answered = (await read()).answered;
+      }
+      await sleep(SWITCHED_SETTLE_MARGIN_MS);
+      const from = await read();
+      settleMs += from.at - switched.at;
+      await sleep(SWITCHED_MEASURE_MS);
+      const to = await read();
+      spansDropped = to.dropped;
+      if (to.answered >= last) break;
+      measured[traced ? 1 : 0]! += (to.at - from.at) / 1000;
+      stretches.push({
+        traced,
+        records: to.answered - from.answered,
+        seconds: (to.at - from.at) / 1000,
+        main: delta(from.main, to.main),
+        cpu: delta(from.cpu, to.cpu),
+        broker: delta(from.broker, to.broker),
+        receiver: delta(from.receiver, to.receiver),
+      });
+      const groupDone = (k + 1) % SWITCHED_PATTERN.length === 0;
+      if (groupDone && measured.every((m) => m >= seconds)) break;
+      if (now() > deadline) {
+        throw new Error(`the switched phase took too long: ${to.answered} of ${count} answered`);
+      }
+    }
+  } finally {
+    await worker.stop(60_000).catch(() => worker.kill());
+  }
+  const side = (list: Stretch[]): TurnsSide => {
+    const records = list.reduce((n, s) => n + s.records, 0);
+    const secs = list.reduce((n, s) => n + s.seconds, 0);
+    const us = (f: (s: Stretch) => number | null): number | null => {
+      if (list.some((s) => f(s) === null)) return null;
+      return round((list.reduce((n, s) => n + f(s)!, 0) * 1e6) / records, 1);
+    };
+    return {
+      records,
+      seconds: round(secs, 2),
+      rps: round(records / secs),
+      main_thread_us_per_request: us((s) => s.main),
+      process_us_per_request: us((s) => s.cpu),
+      broker_us_per_request: us((s) => s.broker),
+    };
+  };
+  const cost = (list: Stretch[]): number => {
+    const on = side(list.filter((s) => s.traced));
+    const off = side(list.filter((s) => !s.traced));
+    return round((1 - on.rps / off.rps) * 100, 1);
+  };
+  const fifths: number[] = [];
+  for (let f = 0; f < 5; f++) {
+    const part = stretches.slice(
+      Math.round((stretches.length * f) / 5),
+      Math.round((stretches.length * (f + 1)) / 5),
+    );
+    if (part.some((s) => s.traced) && part.some((s) => !s.traced)) fifths.push(cost(part));
+  }
+  if (stretches.length < 2) throw new Error('the switched phase measured fewer than two stretches');
+  const tracedStretches = stretches.filter((s) => s.traced);
+  const traced = side(tracedStretches);
+  const receiverSeconds = tracedStretches.some((s) => s.receiver === null)
+    ? null
+    : tracedStretches.reduce((n, s) => n + s.receiver!, 0);
+  return {
+    method: 'switched',
+    requests: count,
+    measure_ms: SWITCHED_MEASURE_MS,
+    turns: Math.floor(stretches.length / 2),
+    untraced: side(stretches.filter((s) => !s.traced)),
+    traced,
+    tracing_cost_pct: cost(stretches),
+    tracing_cost_pct_by_fifth: fifths,
+    settle_ms: round(settleMs / (stretches.length + 1)),
+    receiver_us_per_request:
+      receiverSeconds === null ? null : round((receiverSeconds * 1e6) / traced.records, 2),
+    spans_dropped: spansDropped,
+  };
+}
+
 /**
  * Latency: `streamscore run` in its own process (the worker alone in its event loop and heap),
  * on a fresh, empty topic. After it has joined, a paced producer in this process offers 25, 50
@@ -2555,7 +2788,7 @@ async function tracingOnly(
   const results: Record<
     string,
     {
-      runs: TracingTurns[];
+      runs: (TracingTurns | SwitchedTracing)[];
       median_cost_pct: number;
       median_interval_95: MedianInterval | null;
       /** Null for --calibrate, whose expected cost is 0. */
@@ -2564,18 +2797,24 @@ async function tracingOnly(
       calibration?: { interval_holds_zero: boolean | null };
     }
   > = {};
-  const calibrate = bench.options.calibrate;
+  const { calibrate, switched } = bench.options;
   for (const name of bench.options.models) {
     const spec = BENCH_MODELS[name];
     say(
       `\n■ ${spec.title}: ${calibrate ? 'the method alone (A/A: both untraced)' : "tracing's cost"}, ${runs} run(s)`,
     );
-    const done: TracingTurns[] = [];
+    const done: (TracingTurns | SwitchedTracing)[] = [];
     for (let run = 1; run <= runs; run++) {
       say(`  run ${run} of ${runs}`);
-      const turns = await tracingTurns(bench, spec, spec.typicalRps, 128);
-      sayTurns(turns);
-      done.push(turns);
+      if (switched) {
+        const result = await tracingSwitched(bench, spec, spec.typicalRps, 128);
+        saySwitched(result);
+        done.push(result);
+      } else {
+        const turns = await tracingTurns(bench, spec, spec.typicalRps, 128);
+        sayTurns(turns);
+        done.push(turns);
+      }
     }
     const costs = done.map((t) => t.tracing_cost_pct).sort((x, y) => x - y);
     const middle = round(median(costs), 1);
@@ -2602,18 +2841,20 @@ async function tracingOnly(
   const header = runHeader(date, startedAt, machine);
   const report = {
     ...header,
-    method:
-      'an untraced and a traced `streamscore run` (128 per batch; the traced one exports every span over OTLP/HTTP to a receiver that discards them) read one pre-produced topic, each in its own group, taking turns of 500 ms (SIGSTOP/SIGCONT); the rate of each side is its answered requests over its own running time; two sessions per run, each starting the workers the other way round',
+    method: switched
+      ? `one \`streamscore run\` (128 per batch; tracing on at 100 %, every span exported over OTLP/HTTP to a receiver that discards them) reads a pre-produced topic while its tracing is paused and resumed (POST /tracing/pause, /tracing/resume) in the order on, off, off, on, …; after each switch, once the requests in flight at the switch are answered and ${SWITCHED_SETTLE_MARGIN_MS} ms more have passed, ${SWITCHED_MEASURE_MS} ms are measured; the rate of each mode is its answered requests over its measured time`
+      : 'an untraced and a traced `streamscore run` (128 per batch; the traced one exports every span over OTLP/HTTP to a receiver that discards them) read one pre-produced topic, each in its own group, taking turns of 500 ms (SIGSTOP/SIGCONT); the rate of each side is its answered requests over its own running time; two sessions per run, each starting the workers the other way round',
     ...(calibrate
       ? {
-          calibration:
-            'A/A: the "traced" worker has the OTLP endpoint but telemetry.tracesSampleRatio 0, which turns tracing off; both workers do the same work, so the cost measures the method',
+          calibration: switched
+            ? 'A/A: every switch pauses tracing, so both modes run untraced and the cost measures the method'
+            : 'A/A: the "traced" worker has the OTLP endpoint but telemetry.tracesSampleRatio 0, which turns tracing off; both workers do the same work, so the cost measures the method',
         }
       : {}),
     models: results,
   };
   await mkdir(bench.options.out, { recursive: true });
-  const kind = calibrate ? 'tracing-turns-calibration' : 'tracing-turns';
+  const kind = `tracing-${switched ? 'switched' : 'turns'}${calibrate ? '-calibration' : ''}`;
   const stem = `${kind}-${resultStem(date, header.git.sha)}`;
   const json = JSON.stringify(report, null, 2) + '\n';
   await writeAtomically(path.join(bench.options.out, `${stem}.json`), json);
