@@ -4,6 +4,7 @@ import { requireBrokers } from './config/load.js';
 import type { StreamscoreConfig } from './config/schema.js';
 import { Readiness } from './http/readiness.js';
 import { startHttpServer, type HttpServer } from './http/server.js';
+import { tracingEndpoints } from './http/tracing-endpoints.js';
 import { KafkajsTransactionalSink } from './kafka/kafkajs-transactions.js';
 import { checkTopics, createKafka, KafkajsSink, KafkajsSource } from './kafka/kafkajs.js';
 import { ModelReloader, type ReloadResult } from './model/reloader.js';
@@ -13,7 +14,7 @@ import { startScoring } from './serving.js';
 import type { Logger } from './telemetry/logger.js';
 import { WorkerMetrics } from './telemetry/metrics.js';
 import { startMetricsSdk, type MetricsSdk } from './telemetry/metrics-sdk.js';
-import { startTracing, type RequestTracing, type TracingState } from './telemetry/tracing.js';
+import { startTracing, type RequestTracing } from './telemetry/tracing.js';
 import { InferenceWorker, type StopReport } from './worker/worker.js';
 
 export { replicaCount } from './serving.js';
@@ -83,26 +84,7 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
   let reloadUnavailable = 'the model is still loading';
   let rollout: Rollout | null = null;
   let tracing: RequestTracing | null = null;
-  const tracingOff = {
-    status: 409,
-    body: {
-      error:
-        'tracing is off: set telemetry.otlpEndpoint (STREAMSCORE_TELEMETRY_OTLP_ENDPOINT) and a telemetry.tracesSampleRatio above 0, and restart',
-    },
-  };
-  const switchTracing = (change: (t: RequestTracing, query: URLSearchParams) => void) => {
-    return async (query: URLSearchParams) => {
-      if (!tracing) return tracingOff;
-      try {
-        change(tracing, query);
-      } catch (err) {
-        if (err instanceof RangeError) return { status: 400, body: { error: err.message } };
-        throw err;
-      }
-      log.info({ tracing: tracing.state }, tracing.state.on ? 'tracing on' : 'tracing paused');
-      return { status: 200, body: tracing.state };
-    };
-  };
+  const tracingSwitch = tracingEndpoints(() => tracing, log);
   const endTrial = (end: (r: Rollout) => RolloutEvent) => async () => {
     if (!rollout) return { status: 409, body: { error: 'no candidate: model.canary is not set' } };
     try {
@@ -128,25 +110,9 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
         actions: {
           '/models/promote': endTrial((r) => r.promote('http')),
           '/models/rollback': endTrial((r) => r.rollback('manual', 'http')),
-          '/tracing/pause': switchTracing((t) => t.pause()),
-          '/tracing/resume': switchTracing((t, query) => {
-            const ratio = query.get('sampleRatio');
-            t.resume(ratio === null ? undefined : ratioParameter(ratio));
-          }),
+          ...tracingSwitch.actions,
         },
-        views: {
-          '/tracing': () => ({
-            status: 200,
-            body:
-              tracing?.state ??
-              ({
-                configured: false,
-                on: false,
-                sampleRatio: 0,
-                inFlight: 0,
-              } satisfies TracingState),
-          }),
-        },
+        views: tracingSwitch.views,
         log,
       });
     }
@@ -372,12 +338,4 @@ async function startWorker(
       return stopped;
     },
   };
-}
-
-/** ?sampleRatio=: a number, checked by RequestTracing.resume. */
-function ratioParameter(text: string): number {
-  const value = text.trim() === '' ? Number.NaN : Number(text);
-  if (Number.isNaN(value))
-    throw new RangeError(`sampleRatio must be a number > 0 and ≤ 1, not "${text}"`);
-  return value;
 }

@@ -6,6 +6,7 @@ import { createKafka, ensureTopics } from '../kafka/kafkajs.js';
 import { startService } from '../service.js';
 import { positiveInt, withConfigFlags } from './flags.js';
 import { registerModelCommands } from './models.js';
+import { registerTracingCommand } from './tracing.js';
 import { registerReplayCommand } from './replay.js';
 import { registerScoreCommand } from './score.js';
 import { registerProduceCommand } from './produce.js';
@@ -138,6 +139,7 @@ export function buildProgram(): Command {
   registerReplayCommand(program);
   registerScoreCommand(program);
   registerProduceCommand(program);
+  registerTracingCommand(program);
 
   return program;
 }

@@ -401,15 +401,19 @@ export async function modelsVerify(
 /** Default address of a local worker's HTTP server (http.port's default). */
 export const DEFAULT_WORKER_URL = 'http://127.0.0.1:9464';
 
-/** POSTs to a running worker's HTTP server; null (after saying why) when it cannot be reached. */
-async function askWorker(
+/**
+ * POSTs (or GETs) to a running worker's HTTP server; null (after saying why) when it cannot be
+ * reached.
+ */
+export async function askWorker(
   base: string | undefined,
   endpoint: string,
-  io: ModelsIo,
+  io: Pick<ModelsIo, 'stderr'>,
+  method: 'POST' | 'GET' = 'POST',
 ): Promise<{ url: string; status: number; body: Record<string, unknown> } | null> {
   const url = `${(base ?? DEFAULT_WORKER_URL).replace(/\/+$/, '')}${endpoint}`;
   try {
-    const response = await fetch(url, { method: 'POST' });
+    const response = await fetch(url, { method });
     const text = await response.text();
     let body: Record<string, unknown>;
     try {

@@ -1,0 +1,63 @@
+/**
+ * GET /tracing, POST /tracing/pause and POST /tracing/resume[?sampleRatio=r]: tracing's run-time
+ * switch on the worker's HTTP server (RequestTracing.pause / resume).
+ */
+import type { Logger } from '../telemetry/logger.js';
+import type { RequestTracing, TracingState } from '../telemetry/tracing.js';
+import type { HttpServerOptions } from './server.js';
+
+const NOT_CONFIGURED: TracingState = { configured: false, on: false, sampleRatio: 0, inFlight: 0 };
+
+const TRACING_OFF = {
+  status: 409,
+  body: {
+    error:
+      'tracing is off: set telemetry.otlpEndpoint (STREAMSCORE_TELEMETRY_OTLP_ENDPOINT) and a telemetry.tracesSampleRatio above 0, and restart',
+  },
+};
+
+/** ?sampleRatio=: a number, range-checked by RequestTracing.resume. */
+function ratioParameter(text: string): number {
+  const value = text.trim() === '' ? Number.NaN : Number(text);
+  if (Number.isNaN(value)) {
+    throw new RangeError(`sampleRatio must be a number > 0 and ≤ 1, not "${text}"`);
+  }
+  return value;
+}
+
+/**
+ * The endpoints, acting on whatever `tracing()` gives when asked: null while the worker is not
+ * running, or when it was started without tracing (409, naming the settings).
+ */
+export function tracingEndpoints(
+  tracing: () => RequestTracing | null,
+  log: Logger,
+): Required<Pick<HttpServerOptions, 'actions' | 'views'>> {
+  const change = (apply: (t: RequestTracing, query: URLSearchParams) => void) => {
+    return async (query: URLSearchParams) => {
+      const t = tracing();
+      if (!t) return TRACING_OFF;
+      try {
+        apply(t, query);
+      } catch (err) {
+        if (err instanceof RangeError) return { status: 400, body: { error: err.message } };
+        throw err;
+      }
+      const state = t.state;
+      log.info({ tracing: state }, state.on ? 'tracing on' : 'tracing paused');
+      return { status: 200, body: state };
+    };
+  };
+  return {
+    actions: {
+      '/tracing/pause': change((t) => t.pause()),
+      '/tracing/resume': change((t, query) => {
+        const ratio = query.get('sampleRatio');
+        t.resume(ratio === null ? undefined : ratioParameter(ratio));
+      }),
+    },
+    views: {
+      '/tracing': () => ({ status: 200, body: tracing()?.state ?? NOT_CONFIGURED }),
+    },
+  };
+}
