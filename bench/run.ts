@@ -1775,6 +1775,34 @@ const SWITCHED_SETTLE_MARGIN_MS = 250;
 /** Modes in the order A B B A, repeated: a steady drift of the machine falls on both alike. */
 const SWITCHED_PATTERN = [true, false, false, true] as const;
 
+/** Requests answered traced before the first switch (JIT, the first fetches); a tenth if less. */
+const SWITCHED_WARM_UP = 150_000;
+
+/** The pre-produced topic every --switched run of a model reads (each in a group of its own). */
+interface SwitchedTopic {
+  topic: string;
+  count: number;
+  /** Measured time each mode gets per run. */
+  seconds: number;
+}
+
+/**
+ * Pre-produces the topic for all --switched runs of a model: each mode measures `seconds` a run,
+ * settling after each switch takes about half as long again, and warm-up adds up to
+ * SWITCHED_WARM_UP, at up to twice the model's typical rate (a run ends at nine tenths of it).
+ */
+async function switchedTopic(bench: Bench, spec: BenchModelSpec): Promise<SwitchedTopic> {
+  const seconds = bench.options.quick
+    ? TURNS_SECONDS_PER_WORKER / 5
+    : TURNS_SECONDS_PER_WORKER * bench.options.requests;
+  const count = Math.round((spec.typicalRps * 2 * seconds * 2 * 1.5 + SWITCHED_WARM_UP) / 0.9);
+  const topic = `bench.${bench.runId}.${spec.name}.switched`;
+  await createTopics(bench, topic);
+  say(`  pre-producing ${fmtInt(count)} requests to ${topic}, read by every run…`);
+  await preProduce(bench, spec, topic, count);
+  return { topic, count, seconds };
+}
+
 /** --switched: one traced worker, its tracing paused and resumed stretch by stretch. */
 interface SwitchedTracing {
   method: 'switched';
@@ -1793,6 +1821,8 @@ interface SwitchedTracing {
   tracing_cost_pct_by_fifth: number[];
   /** Mean wait after a switch before measuring (in-flight requests answered, plus a margin), ms. */
   settle_ms: number;
+  /** Each measured stretch in order: traced or not, and its rate (requests a second). */
+  stretches: { traced: boolean; rps: number }[];
   /** CPU of the OTLP receiver (a discarding one) during traced stretches per request, µs. */
   receiver_us_per_request: number | null;
   spans_dropped: number;
@@ -1830,23 +1860,17 @@ interface Stretch {
 async function tracingSwitched(
   bench: Bench,
   spec: BenchModelSpec,
-  untracedRps: number,
+  requests: SwitchedTopic,
   batchSize: number,
 ): Promise<SwitchedTracing> {
-  const seconds = bench.options.quick
-    ? TURNS_SECONDS_PER_WORKER / 5
-    : TURNS_SECONDS_PER_WORKER * bench.options.requests;
-  // Each mode measures `seconds`; settling after each switch takes about as long again (the
-  // in-flight queue is full on a backlog), and a tenth is warm-up: about three times the
-  // measured time's requests. The run ends once both modes have their time, or at nine tenths.
-  const count = Math.max(2000, Math.round(untracedRps * seconds * 3));
-  const base = `bench.${bench.runId}.${spec.name}.switched-${++tracingTurnsRuns}`;
-  const topics = { requests: base, results: `${base}.results`, deadLetter: `${base}.dead-letter` };
-  await createTopics(bench, topics.requests, topics.results, topics.deadLetter);
-  say(
-    `  +   tracing cost, one worker switched: pre-producing ${fmtInt(count)} requests to ${base}…`,
-  );
-  await preProduce(bench, spec, base, count);
+  const { seconds, count } = requests;
+  const base = `${requests.topic}.run-${++tracingTurnsRuns}`;
+  const topics = {
+    requests: requests.topic,
+    results: `${base}.results`,
+    deadLetter: `${base}.dead-letter`,
+  };
+  await createTopics(bench, topics.results, topics.deadLetter);
 
   const worker = await startWorkerProcess({
     ...workerEnv(bench, spec.name, topics).env,
@@ -1892,10 +1916,10 @@ async function tracingSwitched(
   /** Measured seconds of each mode so far (paused, traced). */
   const measured = [0, 0];
   try {
-    const warmed = Math.ceil(count / 10);
+    const warmed = Math.min(Math.ceil(count / 10), SWITCHED_WARM_UP);
     const last = Math.floor((count * 9) / 10);
     const deadline = now() + 4 * phaseTimeoutMs(count);
-    // Until a tenth is answered (JIT, the first fetches), it runs traced, unmeasured.
+    // Until warmed up (JIT, the first fetches), it runs traced, unmeasured.
     while ((await read()).answered < warmed) {
       if (now() > deadline) throw new Error('the switched phase did not warm up in time');
       await sleep(100);
@@ -1981,6 +2005,7 @@ async function tracingSwitched(
     tracing_cost_pct: cost(stretches),
     tracing_cost_pct_by_fifth: fifths,
     settle_ms: round(settleMs / (stretches.length + 1)),
+    stretches: stretches.map((s) => ({ traced: s.traced, rps: round(s.records / s.seconds) })),
     receiver_us_per_request:
       receiverSeconds === null ? null : round((receiverSeconds * 1e6) / traced.records, 2),
     spans_dropped: spansDropped,
@@ -2804,10 +2829,11 @@ async function tracingOnly(
       `\n■ ${spec.title}: ${calibrate ? 'the method alone (A/A: both untraced)' : "tracing's cost"}, ${runs} run(s)`,
     );
     const done: (TracingTurns | SwitchedTracing)[] = [];
+    const topic = switched ? await switchedTopic(bench, spec) : undefined;
     for (let run = 1; run <= runs; run++) {
       say(`  run ${run} of ${runs}`);
       if (switched) {
-        const result = await tracingSwitched(bench, spec, spec.typicalRps, 128);
+        const result = await tracingSwitched(bench, spec, topic!, 128);
         saySwitched(result);
         done.push(result);
       } else {
