@@ -1828,9 +1828,11 @@ interface SwitchedTracing {
   spans_dropped: number;
 }
 
-function saySwitched(s: SwitchedTracing): void {
+function saySwitched(s: SwitchedTracing, calibrate: boolean): void {
+  // --calibrate: both modes are paused; "on" names the stretches where tracing would be on.
+  const [on, off] = calibrate ? ['"on" (paused too)', 'paused'] : ['traced', 'paused'];
   say(
-    `      tracing costs ${s.tracing_cost_pct} %: ${fmtRate(s.traced.rps)}/s traced vs ${fmtRate(s.untraced.rps)}/s paused over ${s.turns} stretches of ${s.measure_ms} ms each (by fifths: ${s.tracing_cost_pct_by_fifth.join(', ')} %); settled in ${s.settle_ms} ms; main thread ${s.traced.main_thread_us_per_request ?? '?'} vs ${s.untraced.main_thread_us_per_request ?? '?'} µs per request, process ${s.traced.process_us_per_request ?? '?'} vs ${s.untraced.process_us_per_request ?? '?'}, broker ${s.traced.broker_us_per_request ?? '?'} vs ${s.untraced.broker_us_per_request ?? '?'}, receiver ${s.receiver_us_per_request ?? '?'}; ${s.spans_dropped} spans dropped`,
+    `      tracing costs ${s.tracing_cost_pct} %: ${fmtRate(s.traced.rps)}/s ${on} vs ${fmtRate(s.untraced.rps)}/s ${off} over ${s.turns} stretches of ${s.measure_ms} ms each (by fifths: ${s.tracing_cost_pct_by_fifth.join(', ')} %); settled in ${s.settle_ms} ms; main thread ${s.traced.main_thread_us_per_request ?? '?'} vs ${s.untraced.main_thread_us_per_request ?? '?'} µs per request, process ${s.traced.process_us_per_request ?? '?'} vs ${s.untraced.process_us_per_request ?? '?'}, broker ${s.traced.broker_us_per_request ?? '?'} vs ${s.untraced.broker_us_per_request ?? '?'}, receiver ${s.receiver_us_per_request ?? '?'}; ${s.spans_dropped} spans dropped`,
   );
 }
 
@@ -2834,7 +2836,7 @@ async function tracingOnly(
       say(`  run ${run} of ${runs}`);
       if (switched) {
         const result = await tracingSwitched(bench, spec, topic!, 128);
-        saySwitched(result);
+        saySwitched(result, calibrate);
         done.push(result);
       } else {
         const turns = await tracingTurns(bench, spec, spec.typicalRps, 128);
