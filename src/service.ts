@@ -84,7 +84,11 @@ async function startObservability(config: StreamscoreConfig, log: Logger): Promi
   let reloadUnavailable = 'the model is still loading';
   let rollout: Rollout | null = null;
   let tracing: RequestTracing | null = null;
-  const tracingSwitch = tracingEndpoints(() => tracing, log);
+  const tracingSwitch = tracingEndpoints(
+    () => tracing,
+    log,
+    config.telemetry.otlpEndpoint !== null && config.telemetry.tracesSampleRatio > 0,
+  );
   const endTrial = (end: (r: Rollout) => RolloutEvent) => async () => {
     if (!rollout) return { status: 409, body: { error: 'no candidate: model.canary is not set' } };
     try {

@@ -25,18 +25,25 @@ function ratioParameter(text: string): number {
   return value;
 }
 
+const NOT_RUNNING = {
+  status: 503,
+  body: { error: 'the worker is starting or stopping: tracing can be switched once it runs' },
+};
+
 /**
  * The endpoints, acting on whatever `tracing()` gives when asked: null while the worker is not
- * running, or when it was started without tracing (409, naming the settings).
+ * running (503, when `configured`: tracing will be on once it runs) or when it was started
+ * without tracing (409, naming the settings).
  */
 export function tracingEndpoints(
   tracing: () => RequestTracing | null,
   log: Logger,
+  configured: boolean,
 ): Required<Pick<HttpServerOptions, 'actions' | 'views'>> {
   const change = (apply: (t: RequestTracing, query: URLSearchParams) => void) => {
     return async (query: URLSearchParams) => {
       const t = tracing();
-      if (!t) return TRACING_OFF;
+      if (!t) return configured ? NOT_RUNNING : TRACING_OFF;
       try {
         apply(t, query);
       } catch (err) {
@@ -57,7 +64,11 @@ export function tracingEndpoints(
       }),
     },
     views: {
-      '/tracing': () => ({ status: 200, body: tracing()?.state ?? NOT_CONFIGURED }),
+      '/tracing': () => {
+        const state = tracing()?.state;
+        if (state) return { status: 200, body: state };
+        return configured ? NOT_RUNNING : { status: 200, body: NOT_CONFIGURED };
+      },
     },
   };
 }

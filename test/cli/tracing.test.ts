@@ -15,12 +15,12 @@ afterEach(async () => {
 });
 
 /** A worker's HTTP server with the tracing endpoints over `tracing` (null: started without). */
-async function serve(tracing: RequestTracing | null): Promise<HttpServer> {
+async function serve(tracing: RequestTracing | null, configured = true): Promise<HttpServer> {
   const server = await startHttpServer({
     host: '127.0.0.1',
     port: 0,
     readiness: new Readiness(),
-    ...tracingEndpoints(() => tracing, silentLogger),
+    ...tracingEndpoints(() => tracing, silentLogger, configured),
     log: silentLogger,
   });
   servers.push(server);
@@ -87,7 +87,14 @@ describe('GET/POST /tracing and `streamscore tracing`', () => {
     }
     expect(tracing.state).toMatchObject({ on: true, sampleRatio: 1 });
 
-    const off = await serve(null);
+    // Configured, but the worker is not running yet (or any more): 503, try again.
+    const starting = await serve(null);
+    expect((await fetch(`${starting.url}/tracing`)).status).toBe(503);
+    const early = await fetch(`${starting.url}/tracing/pause`, { method: 'POST' });
+    expect(early.status).toBe(503);
+    expect(((await early.json()) as { error: string }).error).toContain('starting or stopping');
+
+    const off = await serve(null, false);
     expect(await (await fetch(`${off.url}/tracing`)).json()).toEqual({
       configured: false,
       on: false,
