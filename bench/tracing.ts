@@ -41,6 +41,7 @@ interface Options {
   ratios: number[];
   threadWarmUp: number;
   inFlight: number[];
+  paused: boolean;
 }
 
 /** Reads the trace SDK's own counters when asked (nothing periodic). */
@@ -62,7 +63,7 @@ class OnDemandReader extends MetricReader {
 }
 
 interface RatioResult {
-  ratio: number | 'off';
+  ratio: number | 'off' | 'paused';
   /** Requests read and not yet answered while they are driven (rows of the in-flight table). */
   in_flight: number;
   /** Main-thread time per request above the loop alone (for 'off': the loop alone). */
@@ -204,7 +205,7 @@ const helpers = (cpu: Map<number, number>, existing: Set<number>): number[] =>
  * threads that were already there.
  */
 async function measure(
-  ratio: number | 'off',
+  ratio: number | 'off' | 'paused',
   requests: InboundRecord[],
   receiver: { url: string; bytes(): Promise<number> },
   warmUp: number,
@@ -237,10 +238,13 @@ async function measure(
   const config = loadConfig({ env: {} }).telemetry;
   const existing = new Set(threadCpuMs().keys());
   const handle = startTracing(
-    { ...config, otlpEndpoint: receiver.url, tracesSampleRatio: ratio },
+    { ...config, otlpEndpoint: receiver.url, tracesSampleRatio: ratio === 'paused' ? 1 : ratio },
     silentLogger,
     { version: '0', groupId: 'bench', meterProvider },
   )!;
+  // Tracing on, then paused at run time (POST /tracing/pause): what an untraced stretch of
+  // `npm run bench -- --tracing-only <runs> --switched` costs beyond tracing off.
+  if (ratio === 'paused') handle.requests.pause();
   // The thread is up and has loaded the SDK once it answers.
   await handle.flush();
   const fresh = threadCpuMs();
@@ -278,9 +282,9 @@ const median = (xs: number[]): number => {
   return s[Math.floor(s.length / 2)]!;
 };
 
-/** A ratio (or tracing off) at a number of requests in flight. */
+/** A ratio (or tracing off, or on and paused) at a number of requests in flight. */
 interface Config {
-  ratio: number | 'off';
+  ratio: number | 'off' | 'paused';
   inFlight: number;
 }
 
@@ -314,6 +318,11 @@ async function main(): Promise<void> {
     )
     .option('--ratios <list>', 'sampling ratios', parseRatios, [0.01, 0.1, 0.5, 1])
     .option(
+      '--paused',
+      'also tracing on and paused at run time (POST /tracing/pause), as the untraced stretches of bench --switched run',
+      false,
+    )
+    .option(
       '--thread-warm-up <n>',
       'requests each new tracing thread takes before it is measured (its JIT warm-up)',
       (v) => Number.parseInt(v, 10),
@@ -331,7 +340,9 @@ async function main(): Promise<void> {
   const receiver = await startDiscardingReceiver();
   const requests = makeRequests(opts.requests);
   const configs: Config[] = opts.inFlight.flatMap((inFlight) =>
-    (['off', ...opts.ratios] as const).map((ratio) => ({ ratio, inFlight })),
+    (['off', ...(opts.paused ? (['paused'] as const) : []), ...opts.ratios] as const).map(
+      (ratio) => ({ ratio, inFlight }),
+    ),
   );
   const rounds = new Map<Config, number[]>(configs.map((c) => [c, []]));
   const bytes = new Map<Config, number>(configs.map((c) => [c, 0]));
@@ -408,7 +419,7 @@ async function main(): Promise<void> {
       r.ratio === 'off' ? '—' : `${((r.us_per_request * x) / 1e4).toFixed(1)} %`,
     );
     console.log(
-      `| ${r.in_flight} | ${r.ratio === 'off' ? 'off (loop only)' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? `${r.helper_us_per_request.toFixed(2)} (loop)` : r.helper_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_warm_up_ms} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
+      `| ${r.in_flight} | ${r.ratio === 'off' ? 'off (loop only)' : r.ratio === 'paused' ? 'paused' : `${r.ratio * 100} %`} | ${r.ratio === 'off' ? `${r.us_per_request.toFixed(2)} (loop)` : r.us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? `${r.helper_us_per_request.toFixed(2)} (loop)` : r.helper_us_per_request.toFixed(2)} | ${r.ratio === 'off' ? '—' : r.thread_warm_up_ms} | ${r.exported_bytes_per_request} | ${r.dropped_spans} | ${shares.join(' | ')} |`,
     );
   }
 
