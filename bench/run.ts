@@ -1856,8 +1856,9 @@ interface Stretch {
  * SWITCHED_MEASURE_MS: so each measured stretch holds only requests of its own mode, and the
  * tracing thread's work on a traced stretch's spans falls in that stretch or in the unmeasured
  * settling after it. With two processes (tracingTurns) each run compares two processes, whose
- * own speeds differ by ±5 points (A/A); here both modes share one process, its JIT, its heap
- * and its place in the broker's eyes. --calibrate pauses at every switch (A/A: both modes off).
+ * own speeds differ by a few points; here both modes share one process, its JIT, its heap and
+ * its place in the broker's eyes. Runs still scatter by about ±4 points (A/A), from the ±10 % a
+ * 1.5 s stretch's rate moves in one mode. --calibrate pauses at every switch (both modes off).
  */
 async function tracingSwitched(
   bench: Bench,
