@@ -43,7 +43,8 @@ export interface ModelsFlags {
   json?: boolean;
 }
 
-const processIo: ModelsIo = {
+/** The process's own stdout and stderr: what the commands print to by default. */
+export const processIo: ModelsIo = {
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
 };

@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import type { TracingState } from '../telemetry/tracing.js';
-import { askWorker, DEFAULT_WORKER_URL, type ModelsIo } from './models.js';
+import { askWorker, DEFAULT_WORKER_URL, processIo, type ModelsIo } from './models.js';
 
 export interface TracingFlags {
   url?: string;
@@ -12,11 +12,6 @@ export interface TracingFlags {
   /** resume: the share of new traces to keep from now on. */
   sampleRatio?: number;
 }
-
-const processIo: ModelsIo = {
-  stdout: (text) => process.stdout.write(text),
-  stderr: (text) => process.stderr.write(text),
-};
 
 function describeState(s: TracingState): string {
   if (!s.configured) return 'tracing: off (the worker was started without telemetry.otlpEndpoint)';

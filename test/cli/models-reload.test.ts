@@ -4,6 +4,7 @@ import { Readiness } from '../../src/http/readiness.js';
 import { startHttpServer, type HttpServer } from '../../src/http/server.js';
 import type { ReloadResult } from '../../src/model/reloader.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
+import { capturedIo } from '../helpers/cli-io.js';
 
 const servers: HttpServer[] = [];
 afterEach(async () => {
@@ -22,15 +23,7 @@ async function serve(answer: () => Promise<{ status: number; body: unknown }>) {
   return server;
 }
 
-function io() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    out,
-    err,
-    io: { stdout: (t: string) => out.push(t), stderr: (t: string) => err.push(t) },
-  };
-}
+const io = capturedIo;
 
 const base = { model: 'digits', previous: '1', trigger: 'http', ms: 812 };
 

@@ -8,6 +8,7 @@ import { tracingEndpoints } from '../../src/http/tracing-endpoints.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { SpanBuilder } from '../../src/telemetry/span-builder.js';
 import { LocalSpanSink, RequestTracing } from '../../src/telemetry/tracing.js';
+import { capturedIo } from '../helpers/cli-io.js';
 
 const servers: HttpServer[] = [];
 afterEach(async () => {
@@ -35,15 +36,7 @@ function newTracing(sampleRatio: number): RequestTracing {
   return new RequestTracing(new LocalSpanSink(builder), sampleRatio);
 }
 
-function io() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    out,
-    err,
-    io: { stdout: (t: string) => out.push(t), stderr: (t: string) => err.push(t) },
-  };
-}
+const io = capturedIo;
 
 describe('GET/POST /tracing and `streamscore tracing`', () => {
   it('shows, pauses and resumes the worker’s tracing; exit 0', async () => {

@@ -30,11 +30,54 @@ import {
   type TraceSpan,
 } from '../../src/telemetry/local-jaeger.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
-import { createTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
+import { createWorkerTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
 
 const brokers = inject('kafkaBrokers');
 const codec = new AvroCodec();
 const REQUESTS = 12;
+
+/** A request for the digits model, as a producer encodes it. */
+function digitsRequest(id: string, pixels: Float32Array): Buffer {
+  return codec.encodeRequest({
+    id,
+    model: null,
+    modelVersion: null,
+    requestedAt: Date.now(),
+    inputs: [{ name: 'pixels', shape: [64], data: pixels }],
+  });
+}
+
+/**
+ * A worker (startService) on fresh topics of `prefix`, exporting its spans to `otlpEndpoint` as
+ * `serviceName`; `http`: its HTTP server on any free port of 127.0.0.1.
+ */
+async function startTracedWorker(
+  prefix: string,
+  otlpEndpoint: string,
+  serviceName: string,
+  options: { partitions: number; http: boolean },
+) {
+  const topics = await createWorkerTopics(brokers, prefix, options.partitions);
+  const service = await startService(
+    loadConfig({
+      env: {},
+      overrides: {
+        kafka: { brokers, groupId: uniqueTopic(`${prefix}-group`) },
+        topics: {
+          requests: [topics.requests],
+          results: topics.results,
+          deadLetter: topics.deadLetter,
+        },
+        model: { name: 'digits', version: '1' },
+        telemetry: { otlpEndpoint, serviceName },
+        http: options.http ? { enabled: true, host: '127.0.0.1', port: 0 } : { enabled: false },
+        log: { level: 'silent' },
+      },
+    }),
+    { log: silentLogger },
+  );
+  return { topics, service };
+}
 
 describe('traces through the real broker into Jaeger', () => {
   let jaeger: LocalJaeger;
@@ -48,33 +91,12 @@ describe('traces through the real broker into Jaeger', () => {
   });
 
   it('puts the request span in the producer trace, links the batch span to each request and continues the trace in the result', async () => {
-    const topics = {
-      requests: uniqueTopic('trace-requests'),
-      results: uniqueTopic('trace-results'),
-      deadLetter: uniqueTopic('trace-dlq'),
-    };
-    await createTopics(
-      brokers,
-      Object.values(topics).map((topic) => ({ topic, numPartitions: 2 })),
-    );
     const workerService = uniqueTopic('streamscore-worker');
-    const service = await startService(
-      loadConfig({
-        env: {},
-        overrides: {
-          kafka: { brokers, groupId: uniqueTopic('trace-group') },
-          topics: {
-            requests: [topics.requests],
-            results: topics.results,
-            deadLetter: topics.deadLetter,
-          },
-          model: { name: 'digits', version: '1' },
-          telemetry: { otlpEndpoint: jaeger.otlpHttpEndpoint, serviceName: workerService },
-          http: { enabled: false },
-          log: { level: 'silent' },
-        },
-      }),
-      { log: silentLogger },
+    const { topics, service } = await startTracedWorker(
+      'trace',
+      jaeger.otlpHttpEndpoint,
+      workerService,
+      { partitions: 2, http: false },
     );
 
     // The upstream service: a producer span per request, exported to the same Jaeger.
@@ -101,13 +123,7 @@ describe('traces through the real broker into Jaeger', () => {
       return {
         key: id,
         headers,
-        value: codec.encodeRequest({
-          id,
-          model: null,
-          modelVersion: null,
-          requestedAt: Date.now(),
-          inputs: [{ name: 'pixels', shape: [64], data: heldOut[i]!.pixels }],
-        }),
+        value: digitsRequest(id, heldOut[i]!.pixels),
       };
     });
     await upstream.forceFlush();
@@ -193,33 +209,11 @@ describe('traces through the real broker into Jaeger', () => {
   });
 
   it('pauses and resumes tracing at run time over HTTP: requests read while paused get no spans and no traceparent, later ones are traced again', async () => {
-    const topics = {
-      requests: uniqueTopic('switch-requests'),
-      results: uniqueTopic('switch-results'),
-      deadLetter: uniqueTopic('switch-dlq'),
-    };
-    await createTopics(
-      brokers,
-      Object.values(topics).map((topic) => ({ topic, numPartitions: 1 })),
-    );
-    const workerService = uniqueTopic('streamscore-switched');
-    const service = await startService(
-      loadConfig({
-        env: {},
-        overrides: {
-          kafka: { brokers, groupId: uniqueTopic('switch-group') },
-          topics: {
-            requests: [topics.requests],
-            results: topics.results,
-            deadLetter: topics.deadLetter,
-          },
-          model: { name: 'digits', version: '1' },
-          telemetry: { otlpEndpoint: jaeger.otlpHttpEndpoint, serviceName: workerService },
-          http: { enabled: true, host: '127.0.0.1', port: 0 },
-          log: { level: 'silent' },
-        },
-      }),
-      { log: silentLogger },
+    const { topics, service } = await startTracedWorker(
+      'switch',
+      jaeger.otlpHttpEndpoint,
+      uniqueTopic('streamscore-switched'),
+      { partitions: 1, http: true },
     );
     const url = service.http!.url;
     const post = async (path: string) => {
@@ -247,13 +241,7 @@ describe('traces through the real broker into Jaeger', () => {
         messages: sent.map(({ id, traceId }, i) => ({
           key: id,
           headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` },
-          value: codec.encodeRequest({
-            id,
-            model: null,
-            modelVersion: null,
-            requestedAt: Date.now(),
-            inputs: [{ name: 'pixels', shape: [64], data: heldOut[i]!.pixels }],
-          }),
+          value: digitsRequest(id, heldOut[i]!.pixels),
         })),
       });
       return sent;

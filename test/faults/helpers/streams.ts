@@ -7,31 +7,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Partitioners, type Consumer, type KafkaMessage, type Producer } from 'kafkajs';
 import { AvroCodec } from '../../../src/codec/avro.js';
 import { loadDigitsDataset } from '../../../src/model/digits-data.js';
-import { createTopics, testKafka, uniqueTopic } from '../../integration/helpers/kafka.js';
+import {
+  createWorkerTopics,
+  testKafka,
+  uniqueTopic,
+  type WorkerTopics,
+} from '../../integration/helpers/kafka.js';
 
-export interface FaultTopics {
-  requests: string;
-  results: string;
-  deadLetter: string;
-}
-
+export type FaultTopics = WorkerTopics;
 /** Creates fresh request, result and dead-letter topics with `partitions` partitions each. */
-export async function createFaultTopics(
-  brokers: string[],
-  prefix: string,
-  partitions: number,
-): Promise<FaultTopics> {
-  const topics = {
-    requests: uniqueTopic(`${prefix}-requests`),
-    results: uniqueTopic(`${prefix}-results`),
-    deadLetter: uniqueTopic(`${prefix}-dlq`),
-  };
-  await createTopics(
-    brokers,
-    Object.values(topics).map((topic) => ({ topic, numPartitions: partitions })),
-  );
-  return topics;
-}
+export const createFaultTopics = createWorkerTopics;
 
 const codec = new AvroCodec();
 const CHUNK = 1000;

@@ -47,6 +47,31 @@ export async function createTopics(brokers: string[], topics: TopicSpec[]): Prom
   }
 }
 
+/** A worker's request, result and dead-letter topics. */
+export interface WorkerTopics {
+  requests: string;
+  results: string;
+  deadLetter: string;
+}
+
+/** Creates fresh request, result and dead-letter topics with `partitions` partitions each. */
+export async function createWorkerTopics(
+  brokers: string[],
+  prefix: string,
+  partitions: number,
+): Promise<WorkerTopics> {
+  const topics = {
+    requests: uniqueTopic(`${prefix}-requests`),
+    results: uniqueTopic(`${prefix}-results`),
+    deadLetter: uniqueTopic(`${prefix}-dlq`),
+  };
+  await createTopics(
+    brokers,
+    Object.values(topics).map((topic) => ({ topic, numPartitions: partitions })),
+  );
+  return topics;
+}
+
 /** Creates one fresh topic per name (`<prefix>-<name>-<unique>`) and returns them by name. */
 export async function freshTopics<Name extends string>(
   brokers: string[],
