@@ -14,7 +14,7 @@ import { loadDigitsDataset } from '../../src/model/digits-data.js';
 import { startService, type Service } from '../../src/service.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { fixedPorts } from '../faults/helpers/ports.js';
-import { createTopics, testKafka, uniqueTopic } from './helpers/kafka.js';
+import { testKafka, uniqueTopic, createWorkerTopics, type WorkerTopics } from './helpers/kafka.js';
 
 const brokers = inject('kafkaBrokers');
 const codec = new AvroCodec();
@@ -22,23 +22,10 @@ const PARTITIONS = 4;
 const GOOD = 400;
 const POISON = 40;
 
-interface Topics {
-  requests: string;
-  results: string;
-  deadLetter: string;
-}
+type Topics = WorkerTopics;
 
 async function makeTopics(on: string[], name: string): Promise<Topics> {
-  const topics = {
-    requests: uniqueTopic(`${name}-requests`),
-    results: uniqueTopic(`${name}-results`),
-    deadLetter: uniqueTopic(`${name}-dlq`),
-  };
-  await createTopics(
-    on,
-    Object.values(topics).map((topic) => ({ topic, numPartitions: PARTITIONS })),
-  );
-  return topics;
+  return createWorkerTopics(on, name, PARTITIONS);
 }
 
 function serviceConfig(on: string[], topics: Topics, kafka: object = {}): StreamscoreConfig {

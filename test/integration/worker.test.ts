@@ -15,7 +15,13 @@ import { startService, type Service } from '../../src/service.js';
 import { silentLogger } from '../../src/telemetry/logger.js';
 import { HEADER } from '../../src/worker/headers.js';
 import { DIGITS_DIR } from '../model/helpers.js';
-import { createTopics, readAll, testKafka, uniqueTopic } from './helpers/kafka.js';
+import {
+  readAll,
+  testKafka,
+  uniqueTopic,
+  createWorkerTopics,
+  type WorkerTopics,
+} from './helpers/kafka.js';
 
 const brokers = inject('kafkaBrokers');
 const codec = new AvroCodec();
@@ -23,23 +29,10 @@ const TOTAL = 2000;
 const PARTITIONS = 4;
 const TOLERANCE = 1e-5;
 
-interface Topics {
-  requests: string;
-  results: string;
-  deadLetter: string;
-}
+type Topics = WorkerTopics;
 
 async function makeTopics(name: string): Promise<Topics> {
-  const topics = {
-    requests: uniqueTopic(`${name}-requests`),
-    results: uniqueTopic(`${name}-results`),
-    deadLetter: uniqueTopic(`${name}-dlq`),
-  };
-  await createTopics(
-    brokers,
-    Object.values(topics).map((topic) => ({ topic, numPartitions: PARTITIONS })),
-  );
-  return topics;
+  return createWorkerTopics(brokers, name, PARTITIONS);
 }
 
 function serviceConfig(
