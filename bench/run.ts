@@ -1373,6 +1373,28 @@ interface TurnsSide {
   broker_us_per_request: number | null;
 }
 
+/** What one side ran: requests answered, seconds, and CPU seconds (null where unreadable). */
+interface SideTotals {
+  records: number;
+  seconds: number;
+  main: number | null;
+  cpu: number | null;
+  broker: number | null;
+}
+
+/** A side's rate and CPU per request from its totals. */
+function turnsSide(m: SideTotals): TurnsSide {
+  const us = (s: number | null) => (s === null ? null : round((s * 1e6) / m.records, 1));
+  return {
+    records: m.records,
+    seconds: round(m.seconds, 2),
+    rps: round(m.records / m.seconds),
+    main_thread_us_per_request: us(m.main),
+    process_us_per_request: us(m.cpu),
+    broker_us_per_request: us(m.broker),
+  };
+}
+
 /** The tracing cost, measured by an untraced and a traced worker taking turns on the machine. */
 interface TracingTurns {
   /** Requests in the phase's own topic, read by both workers. */
@@ -1719,18 +1741,8 @@ async function tracingTurnsSession(
     };
   };
   const lastTurn = sides[0]!.readings.length - 1;
-  const side = (i: number): TurnsSide => {
-    const m = over(sides[i]!.readings, measuredFrom, lastTurn);
-    const us = (s: number | null) => (s === null ? null : round((s * 1e6) / m.records, 1));
-    return {
-      records: m.records,
-      seconds: round(m.seconds, 2),
-      rps: round(m.records / m.seconds),
-      main_thread_us_per_request: us(m.main),
-      process_us_per_request: us(m.cpu),
-      broker_us_per_request: us(m.broker),
-    };
-  };
+  const side = (i: number): TurnsSide =>
+    turnsSide(over(sides[i]!.readings, measuredFrom, lastTurn));
   const cost = (from: number, to: number): number => {
     const u = over(sides[0]!.readings, from, to);
     const t = over(sides[1]!.readings, from, to);
@@ -1837,13 +1849,8 @@ function saySwitched(s: SwitchedTracing, calibrate: boolean): void {
 }
 
 /** One measured stretch of one mode. */
-interface Stretch {
+interface Stretch extends SideTotals {
   traced: boolean;
-  records: number;
-  seconds: number;
-  main: number | null;
-  cpu: number | null;
-  broker: number | null;
   receiver: number | null;
 }
 
@@ -1963,22 +1970,17 @@ async function tracingSwitched(
   } finally {
     await worker.stop(60_000).catch(() => worker.kill());
   }
-  const side = (list: Stretch[]): TurnsSide => {
-    const records = list.reduce((n, s) => n + s.records, 0);
-    const secs = list.reduce((n, s) => n + s.seconds, 0);
-    const us = (f: (s: Stretch) => number | null): number | null => {
-      if (list.some((s) => f(s) === null)) return null;
-      return round((list.reduce((n, s) => n + f(s)!, 0) * 1e6) / records, 1);
-    };
-    return {
-      records,
-      seconds: round(secs, 2),
-      rps: round(records / secs),
-      main_thread_us_per_request: us((s) => s.main),
-      process_us_per_request: us((s) => s.cpu),
-      broker_us_per_request: us((s) => s.broker),
-    };
-  };
+  /** A total over stretches; null if any stretch lacks it. */
+  const total = (list: Stretch[], f: (s: Stretch) => number | null): number | null =>
+    list.some((s) => f(s) === null) ? null : list.reduce((n, s) => n + f(s)!, 0);
+  const side = (list: Stretch[]): TurnsSide =>
+    turnsSide({
+      records: total(list, (s) => s.records)!,
+      seconds: total(list, (s) => s.seconds)!,
+      main: total(list, (s) => s.main),
+      cpu: total(list, (s) => s.cpu),
+      broker: total(list, (s) => s.broker),
+    });
   const cost = (list: Stretch[]): number => {
     const on = side(list.filter((s) => s.traced));
     const off = side(list.filter((s) => !s.traced));
@@ -1995,9 +1997,7 @@ async function tracingSwitched(
   if (stretches.length < 2) throw new Error('the switched phase measured fewer than two stretches');
   const tracedStretches = stretches.filter((s) => s.traced);
   const traced = side(tracedStretches);
-  const receiverSeconds = tracedStretches.some((s) => s.receiver === null)
-    ? null
-    : tracedStretches.reduce((n, s) => n + s.receiver!, 0);
+  const receiverSeconds = total(tracedStretches, (s) => s.receiver);
   return {
     method: 'switched',
     requests: count,

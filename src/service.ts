@@ -300,9 +300,10 @@ async function startWorker(
   metrics.registerInFlight(() => worker.inFlight);
   const requestTracing = tracing?.requests;
   if (requestTracing) {
-    metrics.registerTracingSampleRatio(() =>
-      requestTracing.state.on ? requestTracing.state.sampleRatio : 0,
-    );
+    metrics.registerTracingSampleRatio(() => {
+      const { on, sampleRatio } = requestTracing.state;
+      return on ? sampleRatio : 0;
+    });
   }
   await tracing?.ready;
   await worker.start();
