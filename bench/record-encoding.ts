@@ -10,6 +10,10 @@
  * four headers, as one produce request's partition holds): kafkajs's own byte loop against the
  * crc-32 function the patch has kafkajs call.
  *
+ * And whole record batches (128 result records with four headers, encoded and checksummed as the
+ * producer does), side by side: with the patch's unzeroed buffers, and with every buffer zeroed as
+ * kafkajs 2.2.4 allocated them (Buffer.allocUnsafe swapped for a zeroing allocation in those rounds).
+ *
  * Writes bench/results/record-encoding-latest.json.
  */
 import { randomBytes } from 'node:crypto';
@@ -28,6 +32,9 @@ const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r
   headers: Record<string, string | Buffer>;
 }) => unknown;
 
+const { RecordBatch } = require('kafkajs/src/protocol/recordBatch/v0') as {
+  RecordBatch(b: { records: unknown[]; lastOffsetDelta: number }): Promise<{ buffer: Buffer }>;
+};
 const patchedChecksum = require('kafkajs/src/protocol/recordBatch/crc32C') as (b: Buffer) => number;
 const kafkajsChecksum = require('kafkajs/src/protocol/recordBatch/crc32C/crc32C') as (
   b: Buffer,
@@ -101,6 +108,41 @@ function checksumUsPerRecord(checksum: (b: Buffer) => number, batch: Buffer): nu
   return us;
 }
 
+/**
+ * µs per record to encode record batches of BATCH_RECORDS result records (four headers, the
+ * traceparent as bytes) and checksum them, as the producer does for each partition; `zeroed`: with
+ * every Encoder buffer zeroed, as kafkajs 2.2.4 allocated them.
+ */
+async function batchUsPerRecord(zeroed: boolean): Promise<number> {
+  const batches = Math.ceil(RECORDS / BATCH_RECORDS);
+  const allocUnsafe = Buffer.allocUnsafe;
+  if (zeroed) Buffer.allocUnsafe = (size: number) => Buffer.alloc(size);
+  try {
+    let bytes = 0;
+    const start = process.hrtime.bigint();
+    for (let b = 0; b < batches; b++) {
+      const records = [];
+      for (let i = 0; i < BATCH_RECORDS; i++) {
+        records.push(
+          encodeRecord({
+            offsetDelta: i,
+            timestampDelta: 0,
+            key,
+            value,
+            headers: fourHeadersBytes[(b * BATCH_RECORDS + i) % VARIANTS]!,
+          }),
+        );
+      }
+      bytes += (await RecordBatch({ records, lastOffsetDelta: BATCH_RECORDS - 1 })).buffer.length;
+    }
+    const us = Number(process.hrtime.bigint() - start) / 1000 / (batches * BATCH_RECORDS);
+    if (bytes === 0) throw new Error('nothing encoded');
+    return us;
+  } finally {
+    Buffer.allocUnsafe = allocUnsafe;
+  }
+}
+
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const three: number[] = [];
 const four: number[] = [];
@@ -126,6 +168,8 @@ if (patchedChecksum(batchBody) !== kafkajsChecksum(batchBody))
   throw new Error('the patched checksum differs from kafkajs');
 const crcKafkajs: number[] = [];
 const crcPatched: number[] = [];
+const batchPatched: number[] = [];
+const batchZeroed: number[] = [];
 checksumUsPerRecord(kafkajsChecksum, batchBody); // warm-up
 checksumUsPerRecord(patchedChecksum, batchBody);
 usPerRecord(threeHeaders); // warm-up
@@ -133,6 +177,8 @@ usPerRecord(fourHeaders);
 usPerRecord(fourHeadersBytes);
 usPerValue(true);
 usPerValue(false);
+await batchUsPerRecord(false);
+await batchUsPerRecord(true);
 for (let round = 0; round < ROUNDS; round++) {
   three.push(usPerRecord(threeHeaders));
   four.push(usPerRecord(fourHeaders));
@@ -141,6 +187,14 @@ for (let round = 0; round < ROUNDS; round++) {
   makeView.push(usPerValue(false));
   crcKafkajs.push(checksumUsPerRecord(kafkajsChecksum, batchBody));
   crcPatched.push(checksumUsPerRecord(patchedChecksum, batchBody));
+  // Alternated within each round, in both orders.
+  if (round % 2 === 0) {
+    batchPatched.push(await batchUsPerRecord(false));
+    batchZeroed.push(await batchUsPerRecord(true));
+  } else {
+    batchZeroed.push(await batchUsPerRecord(true));
+    batchPatched.push(await batchUsPerRecord(false));
+  }
 }
 const us = (x: number): number => Number(x.toFixed(3));
 const report = {
@@ -163,6 +217,12 @@ const report = {
     us_per_record_patched: us(median(crcPatched)),
     speed_up: Number((median(crcKafkajs) / median(crcPatched)).toFixed(2)),
   },
+  record_batch: {
+    batch_records: BATCH_RECORDS,
+    us_per_record_buffers_zeroed: us(median(batchZeroed)),
+    us_per_record_patched: us(median(batchPatched)),
+    speed_up: Number((median(batchZeroed) / median(batchPatched)).toFixed(2)),
+  },
   rounds_us: {
     three_headers: three.map(us),
     four_headers: four.map(us),
@@ -171,6 +231,8 @@ const report = {
     make_view: makeView.map(us),
     checksum_kafkajs_loop: crcKafkajs.map(us),
     checksum_patched: crcPatched.map(us),
+    record_batch_zeroed: batchZeroed.map(us),
+    record_batch_patched: batchPatched.map(us),
   },
 };
 console.log(
@@ -183,6 +245,11 @@ console.log(
   `record batch CRC-32C, µs per record (${report.checksum.bytes_per_record} bytes): kafkajs's loop ` +
     `${report.checksum.us_per_record_kafkajs_loop}, patched (crc-32) ${report.checksum.us_per_record_patched}: ` +
     `${report.checksum.speed_up}× faster`,
+);
+console.log(
+  `record batches of ${BATCH_RECORDS} (encoded and checksummed), µs per record: buffers zeroed as ` +
+    `kafkajs 2.2.4 allocated them ${report.record_batch.us_per_record_buffers_zeroed}, patched ` +
+    `${report.record_batch.us_per_record_patched}: ${report.record_batch.speed_up}× faster`,
 );
 const out = path.resolve(
   path.dirname(fileURLToPath(import.meta.url)),

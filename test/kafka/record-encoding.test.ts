@@ -64,6 +64,18 @@ const decodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0/decoder
   value: Buffer | null;
   headers: Record<string, Buffer | Buffer[]>;
 };
+const produceRequest = require('kafkajs/src/protocol/requests/produce/v3/request') as (r: {
+  acks: number;
+  timeout: number;
+  topicData: {
+    topic: string;
+    partitions: {
+      partition: number;
+      firstSequence: number;
+      messages: { key: Buffer | null; value: Buffer | null; headers: Headers; timestamp: number }[];
+    }[];
+  }[];
+}) => { encode(): Promise<EncoderInstance> };
 const readFile = (path: string) =>
   (require('node:fs') as typeof import('node:fs')).readFileSync(require.resolve(path), 'utf8');
 
@@ -223,6 +235,48 @@ describe('kafkajs record encoding (patched)', () => {
       expect(ours.length).toBe(Encoder.sizeOfVarLong(value));
       expect(new Decoder(ours).readVarLong().toString()).toBe(String(value));
     }
+  });
+
+  it('sends no byte it did not write, though its buffers are not zeroed', async () => {
+    // The patched Encoder takes its buffers from Buffer.allocUnsafe (kafkajs 2.2.4 zeroed each
+    // one). A produce request encoded while every such buffer arrives full of 0xaa must be the
+    // request encoded while every one arrives zeroed: any byte left unwritten would differ.
+    const messages = Array.from({ length: 200 }, (_, i) => {
+      const c = CASES[i % CASES.length]!;
+      return { key: c.key, value: c.value, headers: c.headers, timestamp: 1_700_000_000_000 + i };
+    });
+    const encodeWith = async (fill: number) => {
+      const allocUnsafe = Buffer.allocUnsafe;
+      let calls = 0;
+      Buffer.allocUnsafe = (size: number) => {
+        calls++;
+        return Buffer.alloc(size, fill);
+      };
+      try {
+        const request = produceRequest({
+          acks: -1,
+          timeout: 30_000,
+          topicData: [
+            {
+              topic: 'results',
+              partitions: [
+                { partition: 0, firstSequence: 0, messages: messages.slice(0, 150) },
+                { partition: 3, firstSequence: 7, messages: messages.slice(150) },
+              ],
+            },
+          ],
+        });
+        return { bytes: Buffer.from((await request.encode()).buffer), calls };
+      } finally {
+        Buffer.allocUnsafe = allocUnsafe;
+      }
+    };
+    const dirty = await encodeWith(0xaa);
+    const zeroed = await encodeWith(0);
+    // Every record, batch and request encoder took its buffer there.
+    expect(dirty.calls).toBeGreaterThan(messages.length);
+    expect(dirty.bytes.length).toBeGreaterThan(100_000);
+    expect(dirty.bytes.equals(zeroed.bytes)).toBe(true);
   });
 
   for (const c of CASES) {
