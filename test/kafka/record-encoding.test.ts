@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
  * without Long). The bytes on the wire must not change: these compare the patched varints with
  * kafkajs 2.2.4's own algorithm (kept below as the reference) and its decoder, and the patched
  * record with the original composition, rebuilt from kafkajs's Encoder and Header modules, read
- * back with kafkajs's record decoder.
+ * back with kafkajs's record decoder. The patched Encoder also leaves its buffers unzeroed: a
+ * produce request must come out the same whatever those buffers held.
  */
 const require = createRequire(import.meta.url);
 type Headers = Record<string, string | Buffer | (string | Buffer)[]>;
