@@ -3,7 +3,7 @@
  * over its HTTP server (GET /tracing, POST /tracing/pause, /tracing/resume), without a restart.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import type { TracingState } from '../telemetry/tracing.js';
+import { parseSampleRatio, type TracingState } from '../telemetry/tracing.js';
 import { askWorker, DEFAULT_WORKER_URL, processIo, type ModelsIo } from './models.js';
 
 export interface TracingFlags {
@@ -46,11 +46,11 @@ export async function tracingCommand(
 }
 
 function ratioArgument(text: string): number {
-  const value = Number(text);
-  if (text.trim() === '' || !(value > 0 && value <= 1)) {
+  try {
+    return parseSampleRatio(text);
+  } catch {
     throw new InvalidArgumentError('expected a number > 0 and ≤ 1');
   }
-  return value;
 }
 
 /** Adds `tracing [status] | pause | resume` to `program`; each sets `process.exitCode`. */

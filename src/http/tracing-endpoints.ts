@@ -3,7 +3,7 @@
  * switch on the worker's HTTP server (RequestTracing.pause / resume).
  */
 import type { Logger } from '../telemetry/logger.js';
-import type { RequestTracing, TracingState } from '../telemetry/tracing.js';
+import { parseSampleRatio, type RequestTracing, type TracingState } from '../telemetry/tracing.js';
 import type { HttpServerOptions } from './server.js';
 
 const NOT_CONFIGURED: TracingState = { configured: false, on: false, sampleRatio: 0, inFlight: 0 };
@@ -15,15 +15,6 @@ const TRACING_OFF = {
       'tracing is off: set telemetry.otlpEndpoint (STREAMSCORE_TELEMETRY_OTLP_ENDPOINT) and a telemetry.tracesSampleRatio above 0, and restart',
   },
 };
-
-/** ?sampleRatio=: a number, range-checked by RequestTracing.resume. */
-function ratioParameter(text: string): number {
-  const value = text.trim() === '' ? Number.NaN : Number(text);
-  if (Number.isNaN(value)) {
-    throw new RangeError(`sampleRatio must be a number > 0 and ≤ 1, not "${text}"`);
-  }
-  return value;
-}
 
 const NOT_RUNNING = {
   status: 503,
@@ -60,7 +51,7 @@ export function tracingEndpoints(
       '/tracing/pause': change((t) => t.pause()),
       '/tracing/resume': change((t, query) => {
         const ratio = query.get('sampleRatio');
-        t.resume(ratio === null ? undefined : ratioParameter(ratio));
+        t.resume(ratio === null ? undefined : parseSampleRatio(ratio));
       }),
     },
     views: {

@@ -109,6 +109,19 @@ export interface TracingState {
   inFlight: number;
 }
 
+/** A sample ratio set at run time: a number > 0 and ≤ 1; RangeError naming `given` otherwise. */
+export function checkedSampleRatio(value: number, given: string = String(value)): number {
+  if (!(value > 0 && value <= 1)) {
+    throw new RangeError(`sampleRatio must be a number > 0 and ≤ 1, not ${given}`);
+  }
+  return value;
+}
+
+/** A sample ratio as typed (a query parameter, a CLI flag): checkedSampleRatio of its number. */
+export function parseSampleRatio(text: string): number {
+  return checkedSampleRatio(text.trim() === '' ? Number.NaN : Number(text), `"${text}"`);
+}
+
 /** When records read together were read (RequestTracing.readAt). */
 export interface ReadAt {
   /** Epoch ms on the spans' clock (start times). */
@@ -205,10 +218,7 @@ export class RequestTracing {
    */
   resume(sampleRatio?: number): void {
     if (sampleRatio !== undefined) {
-      if (!(sampleRatio > 0 && sampleRatio <= 1)) {
-        throw new RangeError(`sampleRatio must be a number > 0 and ≤ 1, not ${sampleRatio}`);
-      }
-      this.sampleRatio = sampleRatio;
+      this.sampleRatio = checkedSampleRatio(sampleRatio);
       this.newTracesBelow = RequestTracing.boundOf(sampleRatio);
     }
     this.paused = false;
